@@ -1,0 +1,44 @@
+"""Shared fixtures: a tiny synthetic dataset (generated once per session) and the real KITTI scans."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTHETIC_LABELS = ROOT / "configs" / "labels" / "synthetic.yaml"
+KITTI_LABELS = ROOT / "configs" / "labels" / "semantic-kitti.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Two short synthetic sequences at a quarter of KITTI's azimuth resolution (~30k points/scan)."""
+    from voxseg.synthetic import SyntheticSpec, generate_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    return generate_dataset(root, SyntheticSpec({"00": 6, "01": 3}, seed=7, azimuth_steps=512), progress=False)
+
+
+def kitti_real_dir() -> Path | None:
+    """../shared/data/kitti_real or $VOXSEG_KITTI_REAL: three real HDL-64E scans (no labels)."""
+    candidates = [os.environ.get("VOXSEG_KITTI_REAL"), ROOT.parent / "shared" / "data" / "kitti_real"]
+    for c in candidates:
+        if c and Path(c).is_dir() and sorted(Path(c).glob("*.bin")):
+            return Path(c)
+    return None
+
+
+@pytest.fixture(scope="session")
+def kitti_real() -> list[Path]:
+    directory = kitti_real_dir()
+    if directory is None:
+        pytest.skip("real KITTI scans not found (set VOXSEG_KITTI_REAL or provide ../shared/data/kitti_real)")
+    return sorted(directory.glob("*.bin"))
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

@@ -1,0 +1,86 @@
+"""The MinkUNet family: built from config, random sparse points in, per-point features out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import voxseg.models  # noqa: F401  (registers the backbones)
+from voxseg import sparse
+from voxseg.models.backbones.minkunet import MinkUNetBase
+from voxseg.registry import BACKBONES
+
+EXPECTED_OUT = {"14A": 96, "14B": 128, "14C": 128, "14D": 384, "18A": 96, "18B": 128, "18C": 128, "18D": 384,
+                "34A": 64, "34B": 32, "34C": 96}
+EXPECTED_DEPTH = {"14": (1,) * 8, "18": (2,) * 8, "34": (2, 3, 4, 6, 2, 2, 2, 2)}
+
+
+def random_batch(rng, sizes=(1500, 900), channels=2, extent=12.0):
+    coord = np.concatenate([rng.uniform(-extent, extent, (n, 3)) for n in sizes]).astype(np.float32)
+    return {
+        "coord": torch.from_numpy(coord),
+        "feat": torch.from_numpy(rng.normal(size=(sum(sizes), channels)).astype(np.float32)),
+        "batch": torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)),
+    }
+
+
+def test_family_is_registered_with_example_widths():
+    names = {n for n in BACKBONES.names() if n.startswith("MinkUNet")}
+    assert names == {f"MinkUNet{k}" for k in EXPECTED_OUT}
+    for key, out in EXPECTED_OUT.items():
+        cls = BACKBONES.get(f"MinkUNet{key}")
+        assert issubclass(cls, MinkUNetBase) and cls.LAYERS == EXPECTED_DEPTH[key[:2]]
+        assert cls(in_channels=1).out_channels == out
+
+
+@pytest.mark.parametrize("name", ["MinkUNet14A", "MinkUNet18B", "MinkUNet34C"])
+def test_forward_backward_shapes(name, rng):
+    backbone = BACKBONES.build({"type": name, "in_channels": 2, "voxel_size": 0.5})
+    batch = random_batch(rng)
+    features = backbone(batch)
+    assert features.shape == (2400, EXPECTED_OUT[name[-3:]])
+    assert torch.isfinite(features).all()
+    features.square().mean().backward()
+    grads = [p.grad for p in backbone.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_points_sharing_a_voxel_share_features(rng):
+    backbone = BACKBONES.build({"type": "MinkUNet14A", "in_channels": 2, "voxel_size": 0.5}).eval()
+    batch = random_batch(rng, sizes=(800,))
+    twin = {k: torch.cat([v, v]) for k, v in batch.items()}  # every point twice: same voxel, same features
+    with torch.no_grad():
+        out = backbone(twin)
+    assert torch.equal(out[:800], out[800:])
+    assert not torch.allclose(out[0], out[1])  # different voxels differ
+
+
+def test_samples_in_a_batch_do_not_interact(rng):
+    """In eval mode a sample's features are the same alone or batched with another sample."""
+    backbone = BACKBONES.build({"type": "MinkUNet14A", "in_channels": 2, "voxel_size": 0.5}).eval()
+    batch = random_batch(rng)
+    first = {k: v[:1500] for k, v in batch.items()}
+    with torch.no_grad():
+        together, alone = backbone(batch)[:1500], backbone(first)
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_voxelization_averages_and_slices_back():
+    """Two points in voxel (0,0,0) with features 1 and 3, one in voxel (2,0,0) with 5."""
+    coord = torch.tensor([[0.05, 0.02, 0.01], [0.09, 0.08, 0.07], [0.25, 0.0, 0.0]])
+    feat = torch.tensor([[1.0], [3.0], [5.0]])
+    field = sparse.to_field(coord, feat, torch.zeros(3, dtype=torch.long), voxel_size=0.1)
+    voxels = field.sparse()
+    by_coord = {tuple(c.tolist()): f.item() for c, f in zip(voxels.C, voxels.F)}
+    assert by_coord == {(0, 0, 0, 0): 2.0, (0, 2, 0, 0): 5.0}
+    assert voxels.slice(field).F.squeeze(1).tolist() == [2.0, 2.0, 5.0]
+
+
+def test_input_checks(rng):
+    backbone = BACKBONES.build({"type": "MinkUNet14A", "in_channels": 3})
+    with pytest.raises(ValueError, match="expects 3 input channels, got 2"):
+        backbone(random_batch(rng))
+    with pytest.raises(ValueError, match="voxel_size > 0"):
+        BACKBONES.build({"type": "MinkUNet14A", "voxel_size": 0.0})

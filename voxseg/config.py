@@ -1,0 +1,310 @@
+"""YAML configs with inheritance, command-line overrides and strict validation.
+
+* A file may name parent files under `_base_` (a path or a list, relative to the file). Parents
+  are merged first, in order, then the file itself: mappings merge key by key, anything else
+  (lists included) is replaced. A mapping whose `type` differs from its parent's replaces it
+  whole, so switching a component's type never inherits the old type's arguments.
+* Overrides are dotted `key=value` pairs, the value read as YAML (`train.max_steps=50`,
+  `data.train.sequences=[0,1]`, `model.backbone.type=MinkUNet18A`).
+* `validate` checks the merged config against a schema: dataclasses for fixed sections, and the
+  registered class's constructor signature for every mapping with a `type` (see voxseg.registry).
+  An unknown key, a missing required key or a value of the wrong type raises ConfigError naming
+  the key and the file that set it (or "command line"). Defaults are filled in, so the result is
+  the fully resolved config that each run writes beside its outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+
+from voxseg import atomic
+from voxseg.errors import ConfigError
+from voxseg.registry import find_component
+
+__all__ = ["Component", "LoadedConfig", "load", "validate", "dump", "ConfigError"]
+
+_COMPONENT_MARK = "voxseg.component"
+#: Annotation of a config value that is a registered component: a mapping with a `type` key.
+Component = Annotated[dict, _COMPONENT_MARK]
+COMMAND_LINE = "command line"
+
+
+@dataclasses.dataclass
+class LoadedConfig:
+    data: dict[str, Any]
+    sources: dict[str, str]  # dotted key -> file (or "command line") that last set it
+
+    def source(self, key: str) -> str:
+        """The origin of `key`, or of its nearest ancestor that has one."""
+        parts = key.split(".")
+        while parts:
+            origin = self.sources.get(".".join(parts))
+            if origin:
+                return origin
+            parts.pop()
+        return "config"
+
+
+# ---------------------------------------------------------------------------------- loading
+def load(path: str | Path, overrides: typing.Sequence[str] = ()) -> LoadedConfig:
+    """Read `path` with its `_base_` parents, then apply dotted `key=value` overrides."""
+    data, sources = _load_file(Path(path), stack=())
+    for item in overrides:
+        _apply_override(data, sources, item)
+    return LoadedConfig(data, sources)
+
+
+def _load_file(path: Path, stack: tuple[Path, ...]) -> tuple[dict, dict[str, str]]:
+    path = path.resolve() if path.is_absolute() else Path.cwd() / path
+    shown = _display(path)
+    if path in stack:
+        raise ConfigError(f"{shown}: _base_ cycle: {' -> '.join(_display(p) for p in (*stack, path))}")
+    if not path.is_file():
+        where = f" (a _base_ of {_display(stack[-1])})" if stack else ""
+        raise ConfigError(f"{shown}: config file not found{where}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{shown}:{line}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{shown}: a config file must hold a mapping, got {type(raw).__name__}")
+
+    bases = raw.pop("_base_", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{shown}: _base_ must be a path or a list of paths")
+
+    data: dict = {}
+    sources: dict[str, str] = {}
+    for base in bases:
+        base_data, base_sources = _load_file(path.parent / base, (*stack, path))
+        _merge(data, sources, base_data, base_sources, prefix="")
+    own_sources: dict[str, str] = {}
+    _record_sources(raw, shown, "", own_sources)
+    _merge(data, sources, raw, own_sources, prefix="")
+    return data, sources
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _record_sources(node: Any, origin: str, prefix: str, out: dict[str, str]) -> None:
+    if prefix:
+        out[prefix] = origin
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _record_sources(value, origin, f"{prefix}.{key}" if prefix else str(key), out)
+
+
+def _merge(dst: dict, dst_sources: dict, src: dict, src_sources: dict, prefix: str) -> None:
+    for key, value in src.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        old = dst.get(key)
+        replace_whole = (
+            not isinstance(value, dict)
+            or not isinstance(old, dict)
+            or ("type" in value and value.get("type") != old.get("type"))
+        )
+        if replace_whole:
+            for stale in [k for k in dst_sources if k == dotted or k.startswith(dotted + ".")]:
+                del dst_sources[stale]
+            dst[key] = copy.deepcopy(value)
+            dst_sources.update({k: v for k, v in src_sources.items() if k == dotted or k.startswith(dotted + ".")})
+        else:
+            dst_sources[dotted] = src_sources.get(dotted, dst_sources.get(dotted, ""))
+            _merge(old, dst_sources, value, src_sources, dotted)
+
+
+def _apply_override(data: dict, sources: dict[str, str], item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"{COMMAND_LINE}: override {item!r} is not of the form dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = _list_item(node, part, ".".join(parts[: i + 1]))
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"{COMMAND_LINE}: {'.'.join(parts[: i + 1])} is a value, cannot set {key}")
+    last = parts[-1]
+    if isinstance(node, list):
+        _list_item(node, last, key)
+        node[int(last)] = value
+    else:
+        node[last] = value
+    for stale in [k for k in sources if k.startswith(key + ".")]:
+        del sources[stale]
+    _record_sources(value, COMMAND_LINE, key, sources)
+
+
+def _list_item(node: list, index: str, key: str) -> Any:
+    if not index.isdigit() or int(index) >= len(node):
+        raise ConfigError(f"{COMMAND_LINE}: {key}: list index out of range (list has {len(node)} items)")
+    return node[int(index)]
+
+
+# ------------------------------------------------------------------------------- validation
+def validate(cfg: LoadedConfig, schema: type) -> dict[str, Any]:
+    """Check `cfg` against the dataclass `schema`; return the resolved config (defaults filled)."""
+    return _check_dataclass(cfg.data, schema, "", cfg)
+
+
+def _error(cfg: LoadedConfig, key: str, message: str) -> ConfigError:
+    return ConfigError(f"{cfg.source(key)}: {key}: {message}")
+
+
+def _unknown(cfg: LoadedConfig, key: str, name: str, allowed: typing.Iterable[str], owner: str) -> ConfigError:
+    hint = difflib.get_close_matches(name, list(allowed), n=1)
+    extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return _error(cfg, key, f"unknown key for {owner}{extra}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _check_dataclass(value: Any, schema: type, prefix: str, cfg: LoadedConfig) -> dict:
+    where = prefix.rstrip(".") or "the config"
+    if not isinstance(value, dict):
+        raise _error(cfg, where, f"expected a mapping, got {_describe(value)}")
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema, include_extras=True)
+    for name in value:
+        if name not in fields:
+            raise _unknown(cfg, f"{prefix}{name}", str(name), fields, f"section '{where}'")
+    out = {}
+    for name, field in fields.items():
+        key = f"{prefix}{name}"
+        if name in value:
+            out[name] = _check_value(value[name], hints[name], key, cfg, field.metadata.get("inject", ()))
+        elif field.default is not dataclasses.MISSING:
+            out[name] = copy.deepcopy(field.default)
+        elif field.default_factory is not dataclasses.MISSING:
+            out[name] = field.default_factory()
+        else:
+            raise _error(cfg, where, f"missing required key '{name}'")
+    return out
+
+
+def _check_component(value: Any, key: str, cfg: LoadedConfig, injected: typing.Sequence[str] = ()) -> dict:
+    if not isinstance(value, dict) or not isinstance(value.get("type"), str):
+        raise _error(cfg, key, f"expected a mapping with a 'type' key naming a component, got {_describe(value)}")
+    found = find_component(value["type"])
+    if found is None:
+        raise _error(cfg, f"{key}.type", f"unknown component type {value['type']!r}")
+    registry, cls = found
+    params = {
+        name: p
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    hints = typing.get_type_hints(cls.__init__, include_extras=True)
+    owner = f"{registry.name} {value['type']}"
+    out = {"type": value["type"]}
+    for name in value:
+        if name != "type" and (name not in params or name in injected):
+            raise _unknown(cfg, f"{key}.{name}", name, [p for p in params if p not in injected], owner)
+    for name, param in params.items():
+        if name in injected:
+            continue
+        if name in value:
+            out[name] = _check_value(value[name], hints.get(name, Any), f"{key}.{name}", cfg)
+        elif param.default is not inspect.Parameter.empty:
+            out[name] = copy.deepcopy(param.default)
+        else:
+            raise _error(cfg, key, f"missing required key '{name}' for {owner}")
+    return out
+
+
+def _check_value(value: Any, ann: Any, key: str, cfg: LoadedConfig, injected: typing.Sequence[str] = ()) -> Any:
+    if dataclasses.is_dataclass(ann):
+        return _check_dataclass(value, ann, key + ".", cfg)
+    if typing.get_origin(ann) is Annotated and _COMPONENT_MARK in typing.get_args(ann)[1:]:
+        return _check_component(value, key, cfg, injected)
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is list and args and _is_component(args[0]):
+        if not isinstance(value, list):
+            raise _error(cfg, key, f"expected a list of components, got {_describe(value)}")
+        return [_check_component(v, f"{key}.{i}", cfg) for i, v in enumerate(value)]
+    if not _matches(value, ann):
+        raise _error(cfg, key, f"expected {_type_name(ann)}, got {_describe(value)}")
+    return _normalise(value, ann)
+
+
+def _is_component(ann: Any) -> bool:
+    return typing.get_origin(ann) is Annotated and _COMPONENT_MARK in typing.get_args(ann)[1:]
+
+
+def _matches(value: Any, ann: Any) -> bool:
+    if ann is Any or ann is inspect.Parameter.empty:
+        return True
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is Annotated:
+        return _matches(value, args[0])
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if ann is None or ann is type(None):
+        return value is None
+    if ann is bool:
+        return isinstance(value, bool)
+    if ann is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if ann is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ann is str:
+        return isinstance(value, str)
+    if ann in (list, tuple) or origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+        return not args or all(_matches(v, args[0]) for v in value)
+    if ann is dict or origin is dict:
+        return isinstance(value, dict) and (
+            not args or all(_matches(k, args[0]) and _matches(v, args[1]) for k, v in value.items())
+        )
+    return isinstance(value, ann) if isinstance(ann, type) else True
+
+
+def _normalise(value: Any, ann: Any) -> Any:
+    """Ints where floats are expected become floats; tuples become lists (YAML-friendly)."""
+    if ann is float and isinstance(value, int):
+        return float(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _type_name(ann: Any) -> str:
+    if isinstance(ann, type):
+        return ann.__name__
+    return str(ann).replace("typing.", "")
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if not isinstance(value, (dict, list)) else type(value).__name__
+
+
+# ---------------------------------------------------------------------------------- writing
+def dump(resolved: dict[str, Any], path: str | Path) -> None:
+    """Write the resolved config atomically, so the run can be repeated from it."""
+    atomic.write_text(path, yaml.safe_dump(resolved, sort_keys=False, default_flow_style=None))

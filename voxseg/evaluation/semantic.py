@@ -1,0 +1,135 @@
+"""Semantic segmentation metrics exactly as semantic-kitti-api defines them.
+
+One confusion matrix over all scans, indexed [prediction, ground truth] in learn ids. Points
+whose ground truth is an ignored class are removed (their column is zeroed). Per class:
+TP = diagonal, FP = row sum - TP, FN = column sum - TP, IoU = TP / (TP + FP + FN). The mean IoU
+averages over every non-ignored class, including classes absent from both ground truth and
+predictions (IoU 0), as the api does; `absent_classes` lists those so they can be spotted.
+Accuracy = sum(TP) / (sum over evaluated classes of TP + FP), the api's `getacc`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from voxseg.data import semantic_kitti as sk
+from voxseg.data.labels import LabelConfig
+from voxseg.errors import DataFormatError
+
+
+class ConfusionMatrix:
+    def __init__(self, num_classes: int, ignore: list[int]):
+        self.num_classes = num_classes
+        self.ignore = list(ignore)
+        self.include = [c for c in range(num_classes) if c not in self.ignore]
+        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        """Add points with learn-id predictions `pred` and ground truth `gt` (same length)."""
+        pred, gt = np.asarray(pred).reshape(-1), np.asarray(gt).reshape(-1)
+        if pred.shape != gt.shape:
+            raise ValueError(f"{len(pred)} predictions for {len(gt)} ground-truth points")
+        self.matrix += np.bincount(pred * self.num_classes + gt, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        conf = self.matrix.copy()
+        conf[:, self.ignore] = 0
+        tp = np.diag(conf)
+        return tp, conf.sum(axis=1) - tp, conf.sum(axis=0) - tp
+
+    def iou(self) -> np.ndarray:
+        tp, fp, fn = self.stats()
+        union = tp + fp + fn
+        return np.divide(tp, union, out=np.zeros(len(tp)), where=union > 0)
+
+    def miou(self) -> float:
+        return float(self.iou()[self.include].mean())
+
+    def accuracy(self) -> float:
+        tp, fp, _ = self.stats()
+        total = tp[self.include].sum() + fp[self.include].sum()
+        return float(tp.sum() / total) if total else 0.0
+
+
+class SemanticEvaluator:
+    """Accumulates raw-id predictions and labels of scans under a label config."""
+
+    def __init__(self, labels: LabelConfig):
+        self.labels = labels
+        self.confusion = ConfusionMatrix(labels.num_learn_classes, labels.ignored)
+
+    def add_raw(self, pred_raw: np.ndarray, gt_raw: np.ndarray) -> None:
+        """Raw SemanticKITTI ids (upper 16 instance bits are dropped), as .label files hold them."""
+        self.confusion.update(self.labels.raw_to_learn(pred_raw), self.labels.raw_to_learn(gt_raw))
+
+    def add_train(self, pred_train: np.ndarray, gt_train: np.ndarray) -> None:
+        """Train ids (network outputs; ground truth -1 = ignored)."""
+        gt_learn = np.zeros_like(gt_train)
+        valid = gt_train >= 0
+        gt_learn[valid] = self.labels.train_to_learn(gt_train[valid])
+        gt_learn[~valid] = self.labels.ignored[0] if self.labels.ignored else 0
+        self.confusion.update(self.labels.train_to_learn(pred_train), gt_learn)
+
+    def result(self) -> dict:
+        c = self.confusion
+        iou = c.iou()
+        tp, fp, fn = c.stats()
+        names = {i: self.labels.learn_name(i) for i in c.include}
+        return {
+            "miou": c.miou(),
+            "accuracy": c.accuracy(),
+            "iou_per_class": {names[i]: float(iou[i]) for i in c.include},
+            "points_per_class": {names[i]: int(tp[i] + fn[i]) for i in c.include},
+            "absent_classes": [names[i] for i in c.include if tp[i] + fp[i] + fn[i] == 0],
+            "num_points": int(c.matrix[:, c.include].sum()),
+        }
+
+
+def evaluate_arrays(pred_raw: list[np.ndarray], gt_raw: list[np.ndarray], labels: LabelConfig) -> dict:
+    """Metrics for lists of per-scan raw-id arrays (from Python, without files)."""
+    evaluator = SemanticEvaluator(labels)
+    for pred, gt in zip(pred_raw, gt_raw, strict=True):
+        evaluator.add_raw(pred, gt)
+    return evaluator.result()
+
+
+def evaluate_directories(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, labels: LabelConfig) -> dict:
+    """Metrics over every .label file of `gt_dir` against the same-named file of `pred_dir`."""
+    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    for directory in (gt_dir, pred_dir):
+        if not directory.is_dir():
+            raise DataFormatError(f"{directory}: label directory not found")
+    gt_files = sorted(gt_dir.glob("*.label"))
+    if not gt_files:
+        raise DataFormatError(f"{gt_dir}: no .label files")
+    missing = [f.name for f in gt_files if not (pred_dir / f.name).is_file()]
+    if missing:
+        raise DataFormatError(f"{pred_dir}: no prediction for {len(missing)} ground-truth scan(s), first {missing[0]}")
+    evaluator = SemanticEvaluator(labels)
+    for gt_file in gt_files:
+        gt, _ = sk.read_label(gt_file)
+        pred_file = pred_dir / gt_file.name
+        pred, _ = sk.read_label(pred_file)
+        if len(pred) != len(gt):
+            raise DataFormatError(f"{pred_file}: {len(pred)} predictions for the {len(gt)} points of {gt_file}")
+        evaluator.add_raw(pred, gt)
+    return {**evaluator.result(), "num_scans": len(gt_files)}
+
+
+def format_table(result: dict) -> str:
+    """A per-class IoU table with the mean IoU and accuracy."""
+    width = max(len(n) for n in result["iou_per_class"]) + 2
+    lines = [f"{'class':<{width}}{'IoU':>8}{'points':>12}", "-" * (width + 20)]
+    for name, iou in result["iou_per_class"].items():
+        lines.append(f"{name:<{width}}{100 * iou:>7.1f}%{result['points_per_class'][name]:>12,}")
+    lines.append("-" * (width + 20))
+    lines.append(f"{'mIoU':<{width}}{100 * result['miou']:>7.1f}%")
+    lines.append(f"{'accuracy':<{width}}{100 * result['accuracy']:>7.1f}%")
+    if result["absent_classes"]:
+        lines.append(f"absent from ground truth and predictions (IoU 0, counted in the mean): {', '.join(result['absent_classes'])}")
+    return "\n".join(lines)

@@ -1,0 +1,11 @@
+"""Backbones and heads. Importing this package registers them for YAML configs."""
+
+from voxseg.models import backbones, heads  # noqa: F401
+from voxseg.registry import MODELS
+
+
+def build_model(cfg: dict):
+    return MODELS.build(cfg)
+
+
+__all__ = ["build_model"]

@@ -1,0 +1,1 @@
+from voxseg.models.heads import semantic  # noqa: F401  (registers SemanticHead)

@@ -1,0 +1,75 @@
+"""Registries: YAML names a backbone, model (head), dataset or transform by its `type`.
+
+A component is registered with a decorator and built from a config dict whose `type` key names
+it and whose other keys are its constructor's arguments:
+
+    @BACKBONES.register()
+    class MinkUNet14A(MinkUNetBase): ...
+
+    backbone = BACKBONES.build({"type": "MinkUNet14A", "in_channels": 1})
+
+New heads, datasets or transforms are new modules that register themselves; nothing in the core
+changes. Config validation (voxseg.config) looks component types up here to check their keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable
+
+__all__ = ["Registry", "BACKBONES", "MODELS", "DATASETS", "TRANSFORMS", "find_component"]
+
+
+class Registry:
+    """A name -> class table with a `build(cfg)` factory."""
+
+    _all: list["Registry"] = []
+
+    def __init__(self, name: str):
+        self.name = name
+        self._classes: dict[str, type] = {}
+        Registry._all.append(self)
+
+    def register(self, name: str | None = None) -> Callable[[type], type]:
+        def add(cls: type) -> type:
+            key = name or cls.__name__
+            if key in self._classes:
+                raise KeyError(f"{self.name} registry already has a component named {key!r}")
+            self._classes[key] = cls
+            return cls
+
+        return add
+
+    def names(self) -> list[str]:
+        return sorted(self._classes)
+
+    def get(self, name: str) -> type:
+        if name not in self._classes:
+            hint = difflib.get_close_matches(name, self._classes, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise KeyError(f"unknown {self.name} type {name!r}{extra}; known: {', '.join(self.names())}")
+        return self._classes[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._classes
+
+    def build(self, cfg: dict[str, Any], **extra: Any) -> Any:
+        """Instantiate `cfg["type"]` with the other keys (and `extra`) as keyword arguments."""
+        if "type" not in cfg:
+            raise KeyError(f"a {self.name} config needs a 'type' key, got keys {sorted(cfg)}")
+        kwargs = {k: v for k, v in cfg.items() if k != "type"}
+        return self.get(cfg["type"])(**kwargs, **extra)
+
+
+BACKBONES = Registry("backbone")
+MODELS = Registry("model")
+DATASETS = Registry("dataset")
+TRANSFORMS = Registry("transform")
+
+
+def find_component(name: str) -> tuple[Registry, type] | None:
+    """The registry and class registered under `name` in any registry, or None."""
+    for registry in Registry._all:
+        if name in registry:
+            return registry, registry.get(name)
+    return None
