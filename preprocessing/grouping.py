@@ -1,0 +1,89 @@
+"""Grouping: HDBSCAN segments of the stacked non-ground points of a window.
+
+Selected in YAML under `grouping:` by type; each is a callable (N, 3) xyz -> (N,) int labels,
+0..K-1 numbered by decreasing size, -1 for noise.
+  * HDBSCANPoints: TARL's reference configuration, HDBSCAN on every point. A 12-scan window
+    holds ~0.5 M non-ground points and takes ~35 s.
+  * VoxelHDBSCAN (default): HDBSCAN on the centroids of occupied voxels, labels propagated to
+    the points of each voxel. Stacking 12 scans piles the same surfaces up, so 0.2 m voxels keep
+    the geometry with ~10x fewer samples; uniform sample density then calls for a smaller
+    min_samples, and `max_cluster_size` keeps EOM from picking one cluster that runs along a
+    whole street. Measured by benchmarks/preprocess.py: purer and more complete groups than the
+    reference, >20x faster.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voxseg.registry import Registry
+
+GROUPING = Registry("grouping")
+
+
+def _hdbscan(points: np.ndarray, **params) -> np.ndarray:
+    import hdbscan
+
+    if len(points) < max(params.get("min_cluster_size", 2), 2):
+        return np.full(len(points), -1, dtype=np.int64)
+    return hdbscan.HDBSCAN(metric="euclidean", approx_min_span_tree=True, core_dist_n_jobs=1,
+                           **params).fit_predict(points).astype(np.int64)
+
+
+def by_size(labels: np.ndarray, min_points: int = 1) -> np.ndarray:
+    """Renumber groups 0..K-1 by decreasing point count (ties: lower old label first); groups
+    with fewer than `min_points` points become noise (-1)."""
+    out = np.full(len(labels), -1, dtype=np.int64)
+    grouped = labels >= 0
+    if not grouped.any():
+        return out
+    counts = np.bincount(labels[grouped])
+    kept = np.flatnonzero(counts >= min_points)
+    order = kept[np.lexsort((kept, -counts[kept]))]
+    new = np.full(len(counts), -1, dtype=np.int64)
+    new[order] = np.arange(len(order))
+    out[grouped] = new[labels[grouped]]
+    return out
+
+
+def voxelize(points: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """(M, 3) centroids of the occupied voxels and the (N,) voxel index of every point."""
+    cells = np.floor(points[:, :3] / voxel_size).astype(np.int64)
+    cells -= cells.min(axis=0)
+    extent = cells.max(axis=0) + 1
+    keys = (cells[:, 0] * extent[1] + cells[:, 1]) * extent[2] + cells[:, 2]
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    centroids = np.stack([np.bincount(inverse, points[:, d], len(counts)) for d in range(3)], axis=1)
+    return centroids / counts[:, None], inverse
+
+
+@GROUPING.register()
+class HDBSCANPoints:
+    """HDBSCAN on every point (TARL's settings: min_cluster_size 20, leaf_size 100)."""
+
+    def __init__(self, min_cluster_size: int = 20, min_samples: int | None = None, leaf_size: int = 100):
+        self.params = dict(min_cluster_size=min_cluster_size, min_samples=min_samples, leaf_size=leaf_size)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        return by_size(_hdbscan(points[:, :3].astype(np.float64), **self.params))
+
+
+@GROUPING.register()
+class VoxelHDBSCAN:
+    """HDBSCAN on voxel centroids; sizes in voxels except `min_points` (points, as the
+    reference's min_cluster_size counts them)."""
+
+    def __init__(self, voxel_size: float = 0.2, min_cluster_size: int = 8, min_samples: int = 4,
+                 max_cluster_size: int = 1000, min_points: int = 20, leaf_size: int = 40):
+        if voxel_size <= 0:
+            raise ValueError(f"voxel_size must be positive, got {voxel_size}")
+        self.voxel_size, self.min_points = voxel_size, min_points
+        self.params = dict(min_cluster_size=min_cluster_size, min_samples=min_samples,
+                           max_cluster_size=max_cluster_size, leaf_size=leaf_size)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        if len(points) == 0:
+            return np.zeros(0, dtype=np.int64)
+        centroids, voxel = voxelize(points, self.voxel_size)
+        return by_size(_hdbscan(centroids, **self.params)[voxel], self.min_points)

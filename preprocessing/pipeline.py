@@ -1,0 +1,323 @@
+"""The preprocessing job: windows of stacked scans -> ground removal -> grouping -> linked ids.
+
+Layout written under OUT (the dataset root unless --out says otherwise):
+
+    OUT/sequences/NN/groups/FFFFFF.group   int32 per point, aligned with velodyne/FFFFFF.bin;
+                                           sequence-wide group id, -1 for ground and noise
+    OUT/sequences/NN/groups/manifest.json  parameters, library versions, counts, seconds
+    OUT/sequences/NN/groups/.windows/      per-window labels (compressed), so reruns, shards
+                                           and interrupted runs only redo what is missing
+
+A scan's ids come from its home window (the one it is most central in, stacking.home_window),
+mapped to sequence-wide ids by linking.Linker. Work is split into windows: `workers` processes
+share them, `shard=(k, n)` keeps every n-th chunk of consecutive windows, and whichever run
+finds all windows of a sequence done links them and writes the group files. Every file is
+written atomically; a group file whose size does not match its scan is redone.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from voxseg import atomic, config as cfglib
+from voxseg.config import Component
+from voxseg.data import semantic_kitti as sk
+from voxseg.errors import DataFormatError, VoxsegError
+from preprocessing import odometry, stacking
+from preprocessing.ground import GROUND
+from preprocessing.grouping import GROUPING
+from preprocessing.linking import Linker, relabel
+
+CHUNK = 4  # consecutive windows per task: they share scans, read and ground-segmented once
+VERSIONED = ("voxseg", "numpy", "hdbscan", "pypatchworkpp", "open3d-cpu", "open3d", "kiss-icp", "scikit-learn")
+
+
+@dataclass
+class StackingSection:
+    window: int = 12  # scans per window (TARL: 12)
+    stride: int = 4  # scans between window starts (TARL: 4, so windows share 8 scans)
+
+
+@dataclass
+class LinkingSection:
+    min_iou: float = 0.3  # IoU on shared points for a group to inherit the previous window's id
+
+
+@dataclass
+class PreprocessConfig:
+    ground: Component
+    grouping: Component
+    stacking: StackingSection = field(default_factory=StackingSection)
+    linking: LinkingSection = field(default_factory=LinkingSection)
+
+
+def resolve(path: str | os.PathLike, overrides: list[str] = ()) -> dict:
+    import preprocessing.ground  # noqa: F401  (registers the components)
+    import preprocessing.grouping  # noqa: F401
+
+    return cfglib.validate(cfglib.load(path, overrides), PreprocessConfig)
+
+
+# ------------------------------------------------------------------------------ planning
+@dataclass
+class SequencePlan:
+    name: str
+    source: Path  # ROOT/sequences/NN
+    target: Path  # OUT/sequences/NN/groups
+    frames: list[str]
+    sizes: list[int]  # points per scan
+    poses: np.ndarray  # (N, 4, 4) LiDAR poses
+    windows: list[stacking.Window]
+
+    def scan(self, i: int) -> Path:
+        return self.source / "velodyne" / f"{self.frames[i]}.bin"
+
+    def group_file(self, i: int) -> Path:
+        return self.target / f"{self.frames[i]}.group"
+
+    def cache_file(self, w: int) -> Path:
+        return self.target / ".windows" / f"{w:05d}.npz"
+
+    def scan_done(self, i: int) -> bool:
+        path = self.group_file(i)
+        return path.is_file() and path.stat().st_size == 4 * self.sizes[i]
+
+    def window_done(self, w: int) -> bool:
+        return read_window(self, w) is not None
+
+
+def plan_sequence(dataset: Path, out: Path, sequence: str, cfg: dict, estimate_poses: bool) -> SequencePlan:
+    """Check a sequence's inputs before anything is written; errors name the file."""
+    source = sk.sequence_dir(dataset, sequence)
+    frames = sk.frame_ids(dataset, sequence)
+    if not frames:
+        raise DataFormatError(f"{source / 'velodyne'}: no .bin scans")
+    sizes = []
+    for frame in frames:
+        path = source / "velodyne" / f"{frame}.bin"
+        size = path.stat().st_size
+        if size == 0:
+            raise DataFormatError(f"{path}: empty scan (0 points)")
+        if size % 16:
+            raise DataFormatError(f"{path}: {size} bytes is not a multiple of 16 (truncated scan?)")
+        sizes.append(size // 16)
+    poses = odometry.sequence_poses(source, estimate=estimate_poses, progress=True)
+    size, stride = cfg["stacking"]["window"], cfg["stacking"]["stride"]
+    target = out / "sequences" / source.name / "groups"
+    return SequencePlan(source.name, source, target, frames, sizes, poses, stacking.windows(len(frames), size, stride))
+
+
+def versions() -> dict[str, str]:
+    found = {}
+    for name in VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def check_manifest(plan: SequencePlan, cfg: dict) -> dict:
+    """The sequence's manifest; a new one (status "running") when there is none. Refuses to mix
+    outputs made with other parameters."""
+    path = plan.target / "manifest.json"
+    if path.is_file():
+        manifest = json.loads(path.read_text())
+        if manifest.get("config") != cfg:
+            raise VoxsegError(f"{path}: these groups were made with other parameters; "
+                              "choose another --out or delete that directory")
+        return manifest
+    manifest = {"sequence": plan.name, "dataset": str(plan.source.resolve()), "status": "running",
+                "layout": "FFFFFF.group: int32 per point of velodyne/FFFFFF.bin; -1 = ground or noise",
+                "config": cfg, "versions": versions(), "scans": len(plan.frames), "windows": len(plan.windows)}
+    atomic.write_text(path, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+# ------------------------------------------------------------------------- window work
+_worker: dict = {}
+
+
+def _init_worker(cfg: dict) -> None:
+    _worker.update(cfg=cfg, ground=GROUND.build(cfg["ground"]), grouping=GROUPING.build(cfg["grouping"]),
+                   scans=OrderedDict())
+
+
+def _scan_and_ground(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A scan and its ground mask, kept for the next windows that share it."""
+    cache: OrderedDict = _worker["scans"]
+    key = str(path)
+    if key not in cache:
+        points = sk.read_scan(path)
+        cache[key] = (points, _worker["ground"](points))
+        while len(cache) > _worker["cfg"]["stacking"]["window"] + _worker["cfg"]["stacking"]["stride"]:
+            cache.popitem(last=False)
+    cache.move_to_end(key)
+    return cache[key]
+
+
+def group_window(scans: list[np.ndarray], ground: list[np.ndarray], poses: np.ndarray, grouping) -> np.ndarray:
+    """Local labels of every point of a window (scans in order): the non-ground points are
+    stacked into the first scan's frame and grouped; ground and noise get -1."""
+    points, _ = stacking.stack(scans, poses)
+    is_ground = np.concatenate(ground)
+    labels = np.full(len(points), -1, dtype=np.int32)
+    labels[~is_ground] = grouping(points[~is_ground, :3])
+    return labels
+
+
+def _run_window(task: tuple[SequencePlan, int]) -> tuple[str, int, int, float]:
+    plan, w = task
+    start = time.perf_counter()
+    window = plan.windows[w]
+    loaded = [_scan_and_ground(plan.scan(i)) for i in window.frames]
+    labels = group_window([s for s, _ in loaded], [g for _, g in loaded], plan.poses[window.start:window.stop],
+                          _worker["grouping"])
+    counts = np.array([len(s) for s, _ in loaded], dtype=np.int64)
+    with atomic.atomic_open(plan.cache_file(w)) as f:
+        np.savez_compressed(f, labels=labels, counts=counts)
+    return plan.name, w, len(labels), time.perf_counter() - start
+
+
+def read_window(plan: SequencePlan, w: int) -> np.ndarray | None:
+    """A window's cached labels, or None when missing or not matching the scans."""
+    path = plan.cache_file(w)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as data:
+            labels, counts = data["labels"], data["counts"]
+    except (OSError, ValueError, KeyError):
+        return None
+    window = plan.windows[w]
+    if list(counts) != plan.sizes[window.start:window.stop] or len(labels) != counts.sum():
+        return None
+    return labels
+
+
+# ------------------------------------------------------------------------------- linking
+def link_and_write(plan: SequencePlan, min_iou: float) -> tuple[int, int]:
+    """Link the windows' labels into sequence-wide ids; write the group files not yet done.
+    Returns (scans written, number of ids)."""
+    home = {i: stacking.home_window(i, plan.windows).index for i in range(len(plan.frames))}
+    linker = Linker(min_iou)
+    previous = None  # (window, its labels as global ids)
+    written = 0
+    for w, window in enumerate(plan.windows):
+        local = read_window(plan, w).astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(plan.sizes[window.start:window.stop])])
+        if previous is None:
+            ids = linker.first(local)
+        else:
+            prev_window, prev_global = previous
+            prev_offsets = np.concatenate([[0], np.cumsum(plan.sizes[prev_window.start:prev_window.stop])])
+            shared = range(max(window.start, prev_window.start), min(window.stop, prev_window.stop))
+            if len(shared):
+                a = slice(prev_offsets[shared.start - prev_window.start], prev_offsets[shared.stop - prev_window.start])
+                b = slice(offsets[shared.start - window.start], offsets[shared.stop - window.start])
+                ids = linker.follow(prev_global[a], local, local[b])
+            else:
+                ids = linker.first(local)
+        global_labels = relabel(local, ids)
+        for i in window.frames:
+            if home[i] == w and not plan.scan_done(i):
+                k = i - window.start
+                atomic.write_bytes(plan.group_file(i), global_labels[offsets[k]:offsets[k + 1]].astype("<i4").tobytes())
+                written += 1
+        previous = (window, global_labels)
+    return written, linker.next_id
+
+
+def read_groups(path: str | os.PathLike, num_points: int | None = None) -> np.ndarray:
+    """A .group file: (N,) int32 group ids."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: group file not found")
+    ids = np.fromfile(path, dtype="<i4")
+    if num_points is not None and len(ids) != num_points:
+        raise DataFormatError(f"{path}: {len(ids)} group ids for {num_points} points")
+    return ids.astype(np.int32)
+
+
+# ------------------------------------------------------------------------------------ run
+@dataclass
+class Summary:
+    sequences: dict = field(default_factory=dict)  # name -> dict of counts
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        out = []
+        for name, s in self.sequences.items():
+            out.append(f"sequence {name}: {s['status']}; {s['scans']} scans ({s['written']} written now), "
+                       f"{s['windows_done']}/{s['windows']} windows, {s['points']} points, {s['groups']} group ids")
+        total_points = sum(s["points"] for s in self.sequences.values())
+        out.append(f"{len(self.sequences)} sequences, {sum(s['written'] for s in self.sequences.values())} group files "
+                   f"written, {total_points} points grouped in windows this run, {self.seconds:.1f} s")
+        return out
+
+
+def run(dataset: str | os.PathLike, sequences: list[str], cfg: dict, out: str | os.PathLike | None = None,
+        workers: int = 1, shard: tuple[int, int] = (0, 1), estimate_poses: bool = False,
+        progress: bool = True) -> Summary:
+    start = time.perf_counter()
+    dataset = Path(dataset)
+    out = Path(out) if out is not None else dataset
+    k, n = shard
+    if not (0 <= k < n):
+        raise VoxsegError(f"--shard {k}/{n}: expected K/N with 0 <= K < N")
+    plans = [plan_sequence(dataset, out, s, cfg, estimate_poses) for s in sequences]
+    manifests = {plan.name: check_manifest(plan, cfg) for plan in plans}
+    complete = {plan.name: all(plan.scan_done(i) for i in range(len(plan.frames))) for plan in plans}
+
+    tasks, chunk_index = [], 0
+    for plan in plans:
+        for w in range(len(plan.windows)):
+            mine = (chunk_index + w // CHUNK) % n == k
+            if mine and not complete[plan.name] and not plan.window_done(w):
+                tasks.append((plan, w))
+        chunk_index += -(-len(plan.windows) // CHUNK)
+
+    summary = Summary()
+    points = {p.name: 0 for p in plans}
+    bar = tqdm(total=len(tasks), desc="grouping windows", unit="window", disable=not progress or not tasks)
+    if workers > 1 and len(tasks) > 1:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(cfg,)) as pool:
+            for name, _, count, _ in pool.imap_unordered(_run_window, tasks, chunksize=CHUNK // 2 or 1):
+                points[name] += count
+                bar.update()
+    else:
+        _init_worker(cfg)
+        for task in tasks:
+            name, _, count, _ = _run_window(task)
+            points[name] += count
+            bar.update()
+    bar.close()
+
+    for plan in plans:
+        manifest = manifests[plan.name]
+        done = sum(plan.window_done(w) for w in range(len(plan.windows)))
+        info = {"scans": len(plan.frames), "windows": len(plan.windows), "windows_done": done,
+                "points": points[plan.name], "written": 0, "groups": manifest.get("groups", 0)}
+        if complete[plan.name] and manifest.get("status") == "complete":
+            info["status"] = "already complete"
+        elif done == len(plan.windows):
+            info["written"], info["groups"] = link_and_write(plan, cfg["linking"]["min_iou"])
+            info["status"] = "complete"
+            manifest.update(status="complete", groups=info["groups"], versions=versions())
+            atomic.write_text(plan.target / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        else:
+            info["status"] = "waiting for other shards' windows"
+        summary.sequences[plan.name] = info
+    summary.seconds = time.perf_counter() - start
+    return summary
