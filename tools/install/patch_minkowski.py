@@ -71,7 +71,7 @@ CUDA_EDITS = [
     _includes_after("src/coordinate_map_functors.cuh", "thrust/pair.h", "thrust/tuple.h"),
     _includes_after("src/spmm.cu", "torch/script.h",
                     "thrust/execution_policy.h", "thrust/iterator/zip_iterator.h",
-                    "thrust/reduce.h", "thrust/sort.h"),
+                    "thrust/reduce.h", "thrust/sort.h", "thrust/tuple.h"),
     # NVTX: drop cudf's bundled nvtx3.hpp (clashes with the one CUB includes) and its one range.
     ("src/3rdparty/concurrent_unordered_map.cuh", "#include <cudf/detail/nvtx/ranges.hpp>\n",
      "// (voxseg patch) no ranges.hpp: cudf's bundled nvtx3.hpp clashes with CUDA 12's\n"),

@@ -1,0 +1,228 @@
+"""The preprocessing job end to end: outputs, linked ids, resume, shards, bad inputs, the CLI."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from preprocessing import pipeline
+from tests.conftest import ROOT
+from voxseg.data import semantic_kitti as sk
+from voxseg.errors import DataFormatError, VoxsegError
+
+CONFIG = ROOT / "configs" / "preprocess" / "default.yaml"
+SMALL = ["stacking.window=2", "stacking.stride=1"]  # seq 00 (6 scans): 5 windows, 2 chunks
+
+
+def cfg(*extra):
+    return pipeline.resolve(CONFIG, [*SMALL, *extra])
+
+
+def outputs(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.group"))}
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pp_ref")
+    summary = pipeline.run(tiny_dataset, ["00", "01"], cfg(), out=out, progress=False)
+    return out, summary
+
+
+def test_group_files_align_with_scans(tiny_dataset, reference_run):
+    out, summary = reference_run
+    assert summary.sequences["00"]["status"] == "complete" and summary.sequences["00"]["written"] == 6
+    for seq, frames in (("00", 6), ("01", 3)):
+        for i in range(frames):
+            scan = sk.read_scan(sk.scan_path(tiny_dataset, seq, f"{i:06d}"))
+            semantic, _ = sk.read_label(sk.label_path(tiny_dataset, seq, f"{i:06d}"), len(scan))
+            groups = pipeline.read_groups(out / "sequences" / seq / "groups" / f"{i:06d}.group", len(scan))
+            assert groups.min() >= -1 and (groups >= 0).mean() > 0.2
+            assert np.mean(groups[semantic == 40] == -1) > 0.95  # road is ground
+    manifest = (out / "sequences" / "00" / "groups" / "manifest.json").read_text()
+    assert '"status": "complete"' in manifest and '"hdbscan"' in manifest and '"window": 2' in manifest
+
+
+def test_parked_cars_keep_their_id_across_windows(tiny_dataset, reference_run):
+    """Scans 0..5 have different home windows; a parked car's main group id is the same in all."""
+    out, _ = reference_run
+    per_scan = []
+    for i in range(6):
+        scan = sk.read_scan(sk.scan_path(tiny_dataset, "00", f"{i:06d}"))
+        semantic, instance = sk.read_label(sk.label_path(tiny_dataset, "00", f"{i:06d}"), len(scan))
+        groups = pipeline.read_groups(out / "sequences" / "00" / "groups" / f"{i:06d}.group")
+        per_scan.append((semantic, instance, groups))
+    cars = set.intersection(*[set(ins[(sem == 10) & (ins > 0)]) for sem, ins, _ in per_scan])
+    stable = 0
+    for car in cars:
+        ids = []
+        for sem, ins, groups in per_scan:
+            g = groups[ins == car]
+            ids.append(np.bincount(g[g >= 0]).argmax() if (g >= 0).sum() > 20 else None)
+        ids = [i for i in ids if i is not None]
+        if len(ids) == 6:
+            stable += len(set(ids)) == 1
+    assert stable >= 2
+
+
+def test_rerun_skips_and_redoes_missing_or_truncated(tiny_dataset, reference_run, tmp_path):
+    ref, _ = reference_run
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)
+    groups = out / "sequences" / "00" / "groups"
+    (groups / "000002.group").unlink()
+    (groups / "000004.group").write_bytes((groups / "000004.group").read_bytes()[:100])
+    before = (groups / "000000.group").stat().st_mtime_ns
+    summary = pipeline.run(tiny_dataset, ["00", "01"], cfg(), out=out, progress=False)
+    assert summary.sequences["00"]["written"] == 2 and summary.sequences["01"]["status"] == "already complete"
+    assert (groups / "000000.group").stat().st_mtime_ns == before
+    assert outputs(out) == outputs(ref)
+
+
+def test_resume_after_interruption(tiny_dataset, reference_run, tmp_path, monkeypatch):
+    ref, _ = reference_run
+    out = tmp_path / "out"
+    real, calls = pipeline._run_window, []
+
+    def interrupted(task):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(task)
+        return real(task)
+
+    monkeypatch.setattr(pipeline, "_run_window", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(tiny_dataset, ["00", "01"], cfg(), out=out, progress=False)
+    assert not outputs(out)  # nothing linked yet, 3 windows cached
+    assert len(list((out / "sequences" / "00" / "groups" / ".windows").glob("*.npz"))) == 3
+    monkeypatch.setattr(pipeline, "_run_window", real)
+    summary = pipeline.run(tiny_dataset, ["00", "01"], cfg(), out=out, progress=False)
+    assert summary.sequences["00"]["points"] < summary.sequences["00"]["scans"] * 1e6  # redid 2 windows only
+    assert outputs(out) == outputs(ref)
+
+
+def test_two_shards_make_the_files_of_one_run(tiny_dataset, reference_run, tmp_path):
+    ref, _ = reference_run
+    out = tmp_path / "out"
+    first = pipeline.run(tiny_dataset, ["00", "01"], cfg(), out=out, shard=(0, 2), progress=False)
+    assert first.sequences["00"]["status"].startswith("waiting")  # windows 4.. belong to shard 1
+    second = pipeline.run(tiny_dataset, ["00", "01"], cfg(), out=out, shard=(1, 2), progress=False)
+    assert second.sequences["00"]["status"] == "complete"
+    assert outputs(out) == outputs(ref)
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_files(tiny_dataset, reference_run, tmp_path):
+    ref, _ = reference_run
+    pipeline.run(tiny_dataset, ["00", "01"], cfg(), out=tmp_path, workers=2, progress=False)
+    assert outputs(tmp_path) == outputs(ref)
+
+
+def test_other_parameters_refuse_to_mix(tiny_dataset, reference_run, tmp_path):
+    ref, _ = reference_run
+    shutil.copytree(ref, tmp_path / "out")
+    with pytest.raises(VoxsegError, match="manifest.json: these groups were made with other parameters"):
+        pipeline.run(tiny_dataset, ["01"], cfg("grouping.voxel_size=0.3"), out=tmp_path / "out", progress=False)
+
+
+# ------------------------------------------------------------------------------ bad input
+@pytest.fixture
+def copy(tiny_dataset, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(tiny_dataset / "sequences" / "01", root / "sequences" / "01")
+    return root
+
+
+def break_calib(seq):
+    (seq / "calib.txt").unlink()
+
+
+def break_poses(seq):
+    lines = (seq / "poses.txt").read_text().splitlines()
+    (seq / "poses.txt").write_text("\n".join(lines[:-1]) + "\n")
+
+
+def truncate_scan(seq):
+    path = seq / "velodyne" / "000001.bin"
+    path.write_bytes(path.read_bytes()[:-5])
+
+
+def empty_scan(seq):
+    (seq / "velodyne" / "000001.bin").write_bytes(b"")
+
+
+def nan_scan(seq):
+    path = seq / "velodyne" / "000002.bin"
+    points = np.fromfile(path, dtype=np.float32)
+    points[8] = np.nan
+    points.tofile(path)
+
+
+@pytest.mark.parametrize("breaker, message", [
+    (break_calib, r"calib\.txt"),
+    (break_poses, r"poses\.txt.*\b2\b.*\b3\b|poses\.txt.*\b3\b.*\b2\b"),
+    (truncate_scan, r"000001\.bin: .*not a multiple of 16"),
+    (empty_scan, r"000001\.bin: empty scan"),
+    (nan_scan, r"000002\.bin"),
+])
+def test_bad_input_names_the_file_and_writes_nothing(copy, tmp_path, breaker, message):
+    breaker(copy / "sequences" / "01")
+    with pytest.raises(DataFormatError, match=message):
+        pipeline.run(copy, ["01"], cfg(), out=tmp_path / "out", progress=False)
+    assert not outputs(tmp_path / "out")
+
+
+def test_missing_sequence(copy, tmp_path):
+    with pytest.raises(DataFormatError, match=r"sequences/07: sequence not found"):
+        pipeline.run(copy, ["01", "07"], cfg(), out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_poses_suggests_estimation(copy, tmp_path):
+    (copy / "sequences" / "01" / "poses.txt").unlink()
+    with pytest.raises(DataFormatError, match=r"poses\.txt.*--estimate-poses"):
+        pipeline.run(copy, ["01"], cfg(), out=tmp_path / "out", progress=False)
+
+
+# ---------------------------------------------------------------------------------- CLI
+def preprocess(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "tools/preprocess.py", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True)
+
+
+def test_cli_writes_groups_and_png(tiny_dataset, tmp_path):
+    result = preprocess("--dataset", tiny_dataset, "--sequences", "01", "--out", tmp_path / "out",
+                        "--render", tmp_path / "png", "--no-progress", *SMALL)
+    assert result.returncode == 0, result.stderr
+    assert "sequence 01: complete; 3 scans (3 written now)" in result.stdout
+    png = tmp_path / "png" / "01_000001.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_cli_bad_input_is_one_line(copy, tmp_path):
+    truncate_scan(copy / "sequences" / "01")
+    result = preprocess("--dataset", copy, "--sequences", "01", "--out", tmp_path / "out", "--no-progress")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "000001.bin" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_on_real_scans_with_estimated_poses(kitti_real, tmp_path):
+    """The three real KITTI scans as a sequence without poses or calib: KISS-ICP poses, groups, PNG."""
+    velodyne = tmp_path / "real" / "sequences" / "00" / "velodyne"
+    velodyne.mkdir(parents=True)
+    for p in kitti_real:
+        shutil.copy(p, velodyne / p.name)
+    result = preprocess("--dataset", tmp_path / "real", "--sequences", "00", "--estimate-poses",
+                        "--render", tmp_path / "png", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    seq = velodyne.parent
+    assert len(sk.read_poses(seq / "poses.txt")) == 3 and (seq / "calib.txt").is_file()
+    for p in kitti_real:
+        groups = pipeline.read_groups(seq / "groups" / f"{p.stem}.group", p.stat().st_size // 16)
+        assert 0.4 < np.mean(groups == -1) < 0.8 and len(np.unique(groups)) > 50
+    assert (tmp_path / "png" / "00_000001.png").is_file()
