@@ -63,6 +63,6 @@ COPY . .
 RUN pip install --no-cache-dir --no-deps . \
     && python -W ignore -c "import MinkowskiEngine, open3d, voxseg, preprocessing"
 
-# `docker run IMAGE tools/<tool>.py ...`: finetune, infer, evaluate, make_synthetic, demo.
+# `docker run IMAGE tools/<tool>.py ...`: finetune, infer, evaluate, preprocess, make_synthetic, demo.
 ENTRYPOINT ["python"]
 CMD ["tools/finetune.py", "--help"]

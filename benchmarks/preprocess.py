@@ -8,8 +8,9 @@ same ground removal (configs/preprocess/default.yaml) and stacking; they differ 
 voxseg's VoxelHDBSCAN (default.yaml) against HDBSCAN on every non-ground point
 (tarl_reference.yaml). Printed for both: seconds per window, peak memory (resident set growth
 over the run, sampled every 5 ms), purity and coverage of the groups against the true
-instances, ground precision and recall. Then the same on the three real KITTI scans (poses from
-KISS-ICP), when found. The last line is the speed ratio on the synthetic windows.
+instances, the share of non-ground points grouped, ground precision and recall. Then the same
+on the three real KITTI scans (poses from KISS-ICP), when found. The last line is the speed
+ratio on the synthetic windows.
 """
 
 from __future__ import annotations
@@ -65,15 +66,16 @@ def synthetic(args) -> float:
     points = sum(len(s) for s in windows[0][0])
     print(f"synthetic sequence {args.sequence}: {len(windows)} windows of 12 scans, {points} points in the first")
     print(f"{'method':<10} {'s/window':>9} {'peak GB':>8} {'groups':>7} {'purity':>7} {'coverage':>9} "
-          f"{'ground P':>9} {'ground R':>9}")
+          f"{'grouped':>8} {'ground P':>9} {'ground R':>9}")
     seconds = {}
     for name, path in METHODS.items():
         labels, masks, seconds[name], peak = run_windows(pipeline.resolve(path), windows)
         pur = np.mean([quality.purity(lab, s, i) for lab, (s, i) in zip(labels, truth)])
         cov = np.mean([quality.coverage(lab, s, i) for lab, (s, i) in zip(labels, truth)])
+        share = np.mean([quality.grouped(lab, m) for lab, m in zip(labels, masks)])
         g = ground_scores(np.concatenate(masks), np.concatenate([s for s, _ in truth]))
         groups = np.mean([lab.max() + 1 for lab in labels])
-        print(f"{name:<10} {seconds[name]:9.2f} {peak:8.2f} {groups:7.0f} {pur:7.3f} {cov:9.3f} "
+        print(f"{name:<10} {seconds[name]:9.2f} {peak:8.2f} {groups:7.0f} {pur:7.3f} {cov:9.3f} {share:8.3f} "
               f"{g['precision']:9.3f} {g['recall']:9.3f}", flush=True)
     return seconds["reference"] / seconds["voxseg"]
 
@@ -84,12 +86,12 @@ def real(directory: Path) -> None:
     step = np.linalg.norm(poses[1, :3, 3])
     print(f"\nreal KITTI scans ({directory}): {len(scans)} scans stacked, {sum(map(len, scans))} points, "
           f"KISS-ICP step {step:.2f} m")
-    print(f"{'method':<10} {'s/window':>9} {'peak GB':>8} {'groups':>7} {'ground fraction':>16}")
+    print(f"{'method':<10} {'s/window':>9} {'peak GB':>8} {'groups':>7} {'grouped':>8} {'ground fraction':>16}")
     seconds = {}
     for name, path in METHODS.items():
         labels, masks, seconds[name], peak = run_windows(pipeline.resolve(path), [(scans, poses)])
-        print(f"{name:<10} {seconds[name]:9.2f} {peak:8.2f} {labels[0].max() + 1:7d} {masks[0].mean():16.3f}",
-              flush=True)
+        print(f"{name:<10} {seconds[name]:9.2f} {peak:8.2f} {labels[0].max() + 1:7d} "
+              f"{quality.grouped(labels[0], masks[0]):8.3f} {masks[0].mean():16.3f}", flush=True)
     print(f"real scans speed ratio (reference / voxseg): {seconds['reference'] / seconds['voxseg']:.1f}x")
 
 
@@ -102,6 +104,11 @@ def main() -> None:
     parser.add_argument("--real", default=os.environ.get("VOXSEG_KITTI_REAL", str(ROOT.parent / "shared/data/kitti_real")),
                         help="directory of real KITTI .bin scans (skipped when absent)")
     args = parser.parse_args()
+    if not (Path(args.dataset) / "sequences").is_dir():
+        from voxseg.synthetic import SyntheticSpec, generate_dataset
+
+        print(f"generating the synthetic dataset in {args.dataset} (as tools/make_synthetic.py does)")
+        generate_dataset(args.dataset, SyntheticSpec())
     ratio = synthetic(args)
     if Path(args.real).is_dir() and any(Path(args.real).glob("*.bin")):
         real(Path(args.real))

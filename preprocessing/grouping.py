@@ -106,8 +106,8 @@ def knn_hdbscan(points: np.ndarray, min_cluster_size: int, min_samples: int, max
         edges = np.r_[edges, np.c_[first[:-1], first[1:], np.full(parts - 1, top)]]
     edges = edges[np.argsort(edges[:, 2], kind="stable")]
     condensed = condense_tree(label(np.ascontiguousarray(edges, dtype=np.float64)), min_cluster_size)
-    labels, _, _ = get_clusters(condensed, compute_stability(condensed), "eom", False, False, 0.0,
-                                max_cluster_size, float("inf"))
+    labels, _, _ = get_clusters(condensed, compute_stability(condensed), cluster_selection_method="eom",
+                                max_cluster_size=max_cluster_size)
     return labels.astype(np.int64)
 
 
@@ -117,10 +117,11 @@ class VoxelHDBSCAN:
     the reference's min_cluster_size counts them)."""
 
     def __init__(self, voxel_size: float = 0.2, min_cluster_size: int = 5, min_samples: int = 3,
-                 max_cluster_size: int = 500, min_points: int = 20, neighbours: int = 8):
+                 max_cluster_size: int = 500, attach_radius: float = 0.25, min_points: int = 20,
+                 neighbours: int = 8):
         if voxel_size <= 0:
             raise ValueError(f"voxel_size must be positive, got {voxel_size}")
-        self.voxel_size, self.min_points = voxel_size, min_points
+        self.voxel_size, self.attach_radius, self.min_points = voxel_size, attach_radius, min_points
         self.params = dict(min_cluster_size=min_cluster_size, min_samples=min_samples,
                            max_cluster_size=max_cluster_size, neighbours=neighbours)
 
@@ -128,4 +129,21 @@ class VoxelHDBSCAN:
         if len(points) == 0:
             return np.zeros(0, dtype=np.int64)
         centroids, voxel = voxelize(points, self.voxel_size)
-        return by_size(knn_hdbscan(centroids, **self.params)[voxel], self.min_points)
+        labels = attach_noise(centroids, knn_hdbscan(centroids, **self.params), self.attach_radius)
+        return by_size(labels[voxel], self.min_points)
+
+
+def attach_noise(points: np.ndarray, labels: np.ndarray, radius: float) -> np.ndarray:
+    """Noise samples within `radius` of a grouped sample join its group.
+
+    When EOM selects the children of a cluster (always, above max_cluster_size), the samples
+    that fell out of it before it split stay noise: about half of a facade. Their nearest grouped
+    neighbour, one voxel away, is the group they belong to."""
+    noise = labels < 0
+    if radius <= 0 or not noise.any() or noise.all():
+        return labels
+    dist, nearest = cKDTree(points[~noise]).query(points[noise], distance_upper_bound=radius)
+    near = np.isfinite(dist)
+    out = labels.copy()
+    out[np.flatnonzero(noise)[near]] = labels[~noise][nearest[near]]
+    return out

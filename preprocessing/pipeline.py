@@ -96,7 +96,8 @@ class SequencePlan:
         return read_window(self, w) is not None
 
 
-def plan_sequence(dataset: Path, out: Path, sequence: str, cfg: dict, estimate_poses: bool) -> SequencePlan:
+def plan_sequence(dataset: Path, out: Path, sequence: str, cfg: dict, estimate_poses: bool,
+                  progress: bool = True) -> SequencePlan:
     """Check a sequence's inputs before anything is written; errors name the file."""
     source = sk.sequence_dir(dataset, sequence)
     frames = sk.frame_ids(dataset, sequence)
@@ -111,7 +112,7 @@ def plan_sequence(dataset: Path, out: Path, sequence: str, cfg: dict, estimate_p
         if size % 16:
             raise DataFormatError(f"{path}: {size} bytes is not a multiple of 16 (truncated scan?)")
         sizes.append(size // 16)
-    poses = odometry.sequence_poses(source, estimate=estimate_poses, progress=True)
+    poses = odometry.sequence_poses(source, estimate=estimate_poses, progress=progress)
     size, stride = cfg["stacking"]["window"], cfg["stacking"]["stride"]
     target = out / "sequences" / source.name / "groups"
     return SequencePlan(source.name, source, target, frames, sizes, poses, stacking.windows(len(frames), size, stride))
@@ -275,7 +276,7 @@ def run(dataset: str | os.PathLike, sequences: list[str], cfg: dict, out: str | 
     k, n = shard
     if not (0 <= k < n):
         raise VoxsegError(f"--shard {k}/{n}: expected K/N with 0 <= K < N")
-    plans = [plan_sequence(dataset, out, s, cfg, estimate_poses) for s in sequences]
+    plans = [plan_sequence(dataset, out, s, cfg, estimate_poses, progress) for s in sequences]
     manifests = {plan.name: check_manifest(plan, cfg) for plan in plans}
     complete = {plan.name: all(plan.scan_done(i) for i in range(len(plan.frames))) for plan in plans}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -137,3 +138,30 @@ def test_model_learns_a_scan(tiny_dataset, tmp_path, monkeypatch):
     majority = np.bincount(segment[segment >= 0]).max() / (segment >= 0).sum()
     assert metrics["accuracy"] > majority + 0.25
     assert metrics["miou"] > 0.3
+
+    # tools/infer.py + tools/evaluate.py on the same scans reproduce the run's final validation
+    pred = tmp_path / "pred"
+    done = subprocess.run([sys.executable, "tools/infer.py", "--checkpoint", str(out / "checkpoints" / "last.pt"),
+                           "--dataset", str(tiny_dataset), "--sequences", "00", "--out", str(pred)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    files = sorted((pred / "sequences" / "00" / "predictions").glob("*.label"))
+    assert [f.stem for f in files] == [f"{i:06d}" for i in range(6)]
+    done = subprocess.run([sys.executable, "tools/evaluate.py", "--gt-labels", str(tiny_dataset / "sequences" / "00" / "labels"),
+                           "--pred-labels", str(files[0].parent), "--label-config", "configs/labels/synthetic.yaml",
+                           "--out", str(pred / "metrics.json")], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    scored = json.loads((pred / "metrics.json").read_text())
+    assert scored["miou"] == pytest.approx(metrics["miou"], abs=1e-6)
+    assert scored["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
+
+    # a truncated scan: one error line naming it, no traceback
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dataset / "sequences" / "01", broken / "sequences" / "01")
+    scan = broken / "sequences" / "01" / "velodyne" / "000001.bin"
+    scan.write_bytes(scan.read_bytes()[:-3])
+    done = subprocess.run([sys.executable, "tools/infer.py", "--checkpoint", str(out / "checkpoints" / "last.pt"),
+                           "--dataset", str(broken), "--sequences", "01", "--out", str(tmp_path / "pred2")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
+    assert f"{scan}: " in done.stderr and "Traceback" not in done.stderr

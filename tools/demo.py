@@ -48,7 +48,8 @@ def main() -> None:
     step("generate the synthetic dataset", ["tools/make_synthetic.py", "--out", args.data])
     step("preprocess: stacking, ground removal, grouping",
          ["tools/preprocess.py", "--dataset", args.data, "--sequences", "00", "01", "02", "03", "04",
-          "--config", PREPROCESS_CONFIG, "--out", str(out / "groups"), "--render", str(out / "groups_png")])
+          "--config", PREPROCESS_CONFIG, "--out", str(out / "groups"), "--render", str(out / "groups_png"),
+          "--workers", "2"])
 
     run_dir = out / "finetune"
     finetune = ["tools/finetune.py", "--config", CONFIG, f"output_dir={run_dir}", f"data.root={args.data}"]
