@@ -5,13 +5,15 @@
 
 One step = voxelize (ME TensorField) + forward + per-point cross-entropy + backward + AdamW
 update, for the whole ~124k-point HDL-64E sweep, at 0.1 m and 0.05 m voxels, on this machine's
-CPU (or the GPU when there is one). Memory: resident-set growth on CPU, torch's peak allocation
-on CUDA. The last line compares the two voxel sizes.
+CPU (or the GPU when there is one), each voxel size in a fresh process. Memory: resident-set
+growth over the steps (model, optimizer state, activations) on CPU, torch's peak allocation on
+CUDA. The last line compares the two voxel sizes.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import time
@@ -29,7 +31,13 @@ from voxseg.data import semantic_kitti as sk  # noqa: E402
 from voxseg.registry import MODELS  # noqa: E402
 
 
-def measure(points: torch.Tensor, voxel_size: float, steps: int, device: torch.device) -> tuple[float, float, int]:
+def measure(scan: str, voxel_size: float, steps: int, threads: int) -> tuple[float, float, int]:
+    """Seconds per step, peak memory (GB) and voxel count. Runs in a fresh process per voxel size
+    so that memory one size freed does not hide the next one's peak."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        sparse.set_threads(threads)
+    points = torch.from_numpy(sk.read_scan(scan))
     torch.manual_seed(0)
     model = MODELS.build({"type": "SemanticHead", "num_classes": 19,
                           "backbone": {"type": "MinkUNet14A", "in_channels": 1, "voxel_size": voxel_size}}).to(device)
@@ -45,11 +53,10 @@ def measure(points: torch.Tensor, voxel_size: float, steps: int, device: torch.d
         optimizer.step()
 
     model.train()
-    step()  # warm-up: allocator, ME kernel maps
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    with PeakRSS() as memory:
+    with PeakRSS() as memory:  # model, optimizer state and activations of the steps
+        step()  # warm-up: allocator, ME kernel maps
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(steps):
             step()
@@ -67,16 +74,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per voxel size (after one warm-up)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (voxseg's CPU default: 1)")
     args = parser.parse_args()
-    points = torch.from_numpy(sk.read_scan(args.scan))
+    points = sk.read_scan(args.scan)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        sparse.set_threads(args.threads)
     print(f"MinkUNet14A + semantic head, one training step on {args.scan} ({len(points)} points), "
           f"{device}{'' if device.type == 'cuda' else f', {args.threads} thread(s)'}")
     print(f"{'voxel':>7} {'voxels':>8} {'s/step':>8} {'peak GB':>8}")
     seconds = {}
+    context = multiprocessing.get_context("spawn")
     for voxel_size in (0.1, 0.05):
-        seconds[voxel_size], peak, voxels = measure(points, voxel_size, args.steps, device)
+        with context.Pool(1) as pool:
+            seconds[voxel_size], peak, voxels = pool.apply(measure, (args.scan, voxel_size, args.steps, args.threads))
         print(f"{voxel_size:6.2f}m {voxels:8d} {seconds[voxel_size]:8.2f} {peak:8.2f}", flush=True)
     print(f"0.05 m costs {seconds[0.05] / seconds[0.1]:.1f}x the time per step of 0.1 m")
 
