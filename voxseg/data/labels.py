@@ -1,0 +1,114 @@
+"""Class mapping of a SemanticKITTI-format dataset, read from a semantic-kitti-api style YAML.
+
+Three id spaces:
+  raw     the ids in .label files (10 car, 40 road, 252 moving-car, ...);
+  learn   `learning_map`'s "xentropy" ids, as semantic-kitti-api evaluates them (0 = unlabeled);
+  train   contiguous ids 0..K-1 over the learn classes not in `learning_ignore`; -1 = ignore.
+Networks predict train ids; files and the evaluator use raw and learn ids.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from voxseg.errors import ConfigError
+
+REQUIRED_KEYS = ("labels", "learning_map", "learning_map_inv", "learning_ignore")
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    path: str
+    names: dict[int, str]  # raw id -> name
+    learning_map: dict[int, int]  # raw -> learn
+    learning_map_inv: dict[int, int]  # learn -> raw
+    learning_ignore: dict[int, bool]  # learn -> ignored in training and mIoU
+    color_map: dict[int, tuple[int, int, int]]  # raw -> BGR, as semantic-kitti-api stores it
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LabelConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: label config not found")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        missing = [k for k in REQUIRED_KEYS if not isinstance(data, dict) or not isinstance(data.get(k), dict)]
+        if missing:
+            raise ConfigError(f"{path}: label config lacks the mapping(s) {', '.join(missing)}")
+        try:
+            config = cls(
+                path=str(path),
+                names={int(k): str(v) for k, v in data["labels"].items()},
+                learning_map={int(k): int(v) for k, v in data["learning_map"].items()},
+                learning_map_inv={int(k): int(v) for k, v in data["learning_map_inv"].items()},
+                learning_ignore={int(k): bool(v) for k, v in data["learning_ignore"].items()},
+                color_map={int(k): tuple(int(c) for c in v) for k, v in (data.get("color_map") or {}).items()},
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: ids must be integers: {exc}") from None
+        n = config.num_learn_classes
+        if sorted(config.learning_map_inv) != list(range(n)):
+            raise ConfigError(f"{path}: learning_map_inv keys must be 0..{n - 1}")
+        stray = sorted(set(config.learning_map.values()) - set(range(n)))
+        if stray:
+            raise ConfigError(f"{path}: learning_map targets {stray} have no learning_map_inv entry")
+        if sorted(config.learning_ignore) != list(range(n)):
+            raise ConfigError(f"{path}: learning_ignore must list every learn class 0..{n - 1}")
+        return config
+
+    # ------------------------------------------------------------------------ id spaces
+    @property
+    def num_learn_classes(self) -> int:
+        return len(self.learning_map_inv)
+
+    @property
+    def ignored(self) -> list[int]:
+        """Learn ids excluded from training and from the mean IoU."""
+        return [c for c in range(self.num_learn_classes) if self.learning_ignore[c]]
+
+    @property
+    def evaluated(self) -> list[int]:
+        """Learn ids that the mean IoU averages over (semantic-kitti-api's `include`)."""
+        return [c for c in range(self.num_learn_classes) if not self.learning_ignore[c]]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of train ids, i.e. of a network's outputs."""
+        return len(self.evaluated)
+
+    def learn_name(self, learn_id: int) -> str:
+        return self.names.get(self.learning_map_inv[learn_id], str(learn_id))
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of train ids 0..K-1."""
+        return [self.learn_name(c) for c in self.evaluated]
+
+    def raw_to_learn(self, raw: np.ndarray) -> np.ndarray:
+        """Lower 16 bits of raw labels -> learn ids; ids missing from learning_map -> 0, as the api does."""
+        lut = np.zeros(0x10000, dtype=np.int64)
+        keys = np.fromiter(self.learning_map, dtype=np.int64)
+        lut[keys] = np.fromiter(self.learning_map.values(), dtype=np.int64)
+        return lut[np.asarray(raw, dtype=np.int64) & 0xFFFF]
+
+    def learn_to_train(self, learn: np.ndarray) -> np.ndarray:
+        lut = np.full(self.num_learn_classes, -1, dtype=np.int64)
+        lut[self.evaluated] = np.arange(self.num_classes)
+        return lut[learn]
+
+    def raw_to_train(self, raw: np.ndarray) -> np.ndarray:
+        return self.learn_to_train(self.raw_to_learn(raw))
+
+    def train_to_learn(self, train: np.ndarray) -> np.ndarray:
+        return np.asarray(self.evaluated, dtype=np.int64)[train]
+
+    def train_to_raw(self, train: np.ndarray) -> np.ndarray:
+        lut = np.array([self.learning_map_inv[c] for c in self.evaluated], dtype=np.int64)
+        return lut[train]

@@ -1,0 +1,79 @@
+"""Point-cloud augmentations, selected by name in YAML (`data.train.transforms`).
+
+Each transform takes and returns a sample dict with at least `coord` (N, 3) and `feat` (N, C),
+and optionally per-point arrays (`segment`, `instance`, ...) that must stay aligned with the
+points; transforms that drop points index every per-point array. Randomness comes from the
+`rng` the dataset passes in, so a seeded run is repeatable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from voxseg.registry import TRANSFORMS
+
+PER_POINT = ("coord", "feat", "segment", "instance", "point_index")
+
+
+def _keep(sample: dict, mask: np.ndarray) -> dict:
+    return {k: (v[mask] if k in PER_POINT else v) for k, v in sample.items()}
+
+
+@TRANSFORMS.register()
+class RandomRotateZ:
+    """Rotate about the vertical axis by an angle uniform in [-max_deg, max_deg]."""
+
+    def __init__(self, max_deg: float = 180.0):
+        self.max_rad = np.deg2rad(max_deg)
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        a = rng.uniform(-self.max_rad, self.max_rad)
+        c, s = np.cos(a), np.sin(a)
+        rotation = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float32)
+        return {**sample, "coord": sample["coord"] @ rotation.T}
+
+
+@TRANSFORMS.register()
+class RandomFlip:
+    """Mirror x and/or y, each with probability p."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        sign = np.where(rng.random(2) < self.p, -1.0, 1.0).astype(np.float32)
+        return {**sample, "coord": sample["coord"] * np.array([sign[0], sign[1], 1.0], dtype=np.float32)}
+
+
+@TRANSFORMS.register()
+class RandomScale:
+    """Scale all coordinates by one factor uniform in [low, high]."""
+
+    def __init__(self, low: float = 0.95, high: float = 1.05):
+        self.low, self.high = low, high
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        return {**sample, "coord": sample["coord"] * np.float32(rng.uniform(self.low, self.high))}
+
+
+@TRANSFORMS.register()
+class RandomJitter:
+    """Add Gaussian noise (sigma metres, clipped at clip) to every coordinate."""
+
+    def __init__(self, sigma: float = 0.01, clip: float = 0.05):
+        self.sigma, self.clip = sigma, clip
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        noise = np.clip(rng.normal(0, self.sigma, sample["coord"].shape), -self.clip, self.clip)
+        return {**sample, "coord": sample["coord"] + noise.astype(np.float32)}
+
+
+@TRANSFORMS.register()
+class RangeCrop:
+    """Keep the points within `max_range` metres of the sensor (horizontal distance)."""
+
+    def __init__(self, max_range: float = 50.0):
+        self.max_range = max_range
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        return _keep(sample, np.linalg.norm(sample["coord"][:, :2], axis=1) <= self.max_range)
