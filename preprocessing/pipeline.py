@@ -103,15 +103,7 @@ def plan_sequence(dataset: Path, out: Path, sequence: str, cfg: dict, estimate_p
     frames = sk.frame_ids(dataset, sequence)
     if not frames:
         raise DataFormatError(f"{source / 'velodyne'}: no .bin scans")
-    sizes = []
-    for frame in frames:
-        path = source / "velodyne" / f"{frame}.bin"
-        size = path.stat().st_size
-        if size == 0:
-            raise DataFormatError(f"{path}: empty scan (0 points)")
-        if size % 16:
-            raise DataFormatError(f"{path}: {size} bytes is not a multiple of 16 (truncated scan?)")
-        sizes.append(size // 16)
+    sizes = [sk.scan_size(source / "velodyne" / f"{frame}.bin", allow_empty=False) for frame in frames]
     poses = odometry.sequence_poses(source, estimate=estimate_poses, progress=progress)
     size, stride = cfg["stacking"]["window"], cfg["stacking"]["stride"]
     target = out / "sequences" / source.name / "groups"

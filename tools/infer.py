@@ -34,6 +34,9 @@ def main() -> None:
     import voxseg.data.dataset  # noqa: F401  (registers datasets and transforms)
     import voxseg.models  # noqa: F401
 
+    for sequence in args.sequences:  # every scan's size checked before any prediction is written
+        for frame in sk.frame_ids(args.dataset, sequence):
+            sk.scan_size(sk.scan_path(args.dataset, sequence, frame))
     state = checkpoint.load(args.checkpoint)
     cfg = state["config"]
     model = MODELS.build(cfg["model"])

@@ -52,8 +52,9 @@ def label_path(root: PathLike, sequence: int | str, frame: str) -> Path:
 
 
 # -------------------------------------------------------------------------------- scans
-def read_scan(path: PathLike) -> np.ndarray:
-    """(N, 4) float32 x, y, z, intensity. Rejects truncated files and non-finite coordinates."""
+def scan_size(path: PathLike, allow_empty: bool = True) -> int:
+    """Points in a .bin scan, from its size alone: a quick check of a whole sequence before work
+    starts. Rejects missing and truncated files (and empty ones unless `allow_empty`)."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: scan file not found")
@@ -62,6 +63,15 @@ def read_scan(path: PathLike) -> np.ndarray:
         raise DataFormatError(
             f"{path}: {size} bytes is not a multiple of 16 (4 float32 per point): truncated or not a KITTI scan"
         )
+    if size == 0 and not allow_empty:
+        raise DataFormatError(f"{path}: empty scan (0 points)")
+    return size // 16
+
+
+def read_scan(path: PathLike) -> np.ndarray:
+    """(N, 4) float32 x, y, z, intensity. Rejects truncated files and non-finite coordinates."""
+    path = Path(path)
+    scan_size(path)
     points = np.fromfile(path, dtype=np.float32).reshape(-1, 4)
     bad = ~np.isfinite(points[:, :3]).all(axis=1)
     if bad.any():
