@@ -9,8 +9,9 @@ voxseg's VoxelHDBSCAN (default.yaml) against HDBSCAN on every non-ground point
 (tarl_reference.yaml). Printed for both: seconds per window, peak memory (resident set growth
 over the run, sampled every 5 ms), purity and coverage of the groups against the true
 instances, the share of non-ground points grouped, ground precision and recall. Then the same
-on the three real KITTI scans (poses from KISS-ICP), when found. The last line is the speed
-ratio on the synthetic windows.
+on the three real KITTI scans (poses from KISS-ICP), when found; and, for the whole pipeline on
+the synthetic sequence, how often an object keeps its group id from scan to scan. The last
+line is the speed ratio on the synthetic windows.
 """
 
 from __future__ import annotations
@@ -80,6 +81,36 @@ def synthetic(args) -> float:
     return seconds["reference"] / seconds["voxseg"]
 
 
+def linking(args) -> None:
+    """The whole pipeline (default.yaml) on the sequence: how often a true object keeps its main
+    group id from one scan to the next, with linking and with ids that restart in every window."""
+    import tempfile
+
+    cfg = pipeline.resolve(METHODS["voxseg"])
+    seq = sk.sequence_dir(args.dataset, args.sequence)
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        summary = pipeline.run(args.dataset, [args.sequence], cfg, out=out, progress=False)
+        seconds = time.perf_counter() - start
+        plan = pipeline.plan_sequence(Path(args.dataset), Path(out), args.sequence, cfg, False, False)
+        home = [stacking.home_window(i, plan.windows).index for i in range(len(plan.frames))]
+        linked, unlinked = [], []
+        for i, frame in enumerate(plan.frames):
+            _, instance = sk.read_label(seq / "labels" / f"{frame}.label", plan.sizes[i])
+            groups = pipeline.read_groups(plan.group_file(i), plan.sizes[i])
+            window = plan.windows[home[i]]
+            local = pipeline.read_window(plan, home[i])  # the window's own ids, before linking
+            offset = sum(plan.sizes[window.start:i])
+            linked.append((groups, instance))
+            unlinked.append((np.where(local[offset:offset + plan.sizes[i]] >= 0,
+                                      local[offset:offset + plan.sizes[i]] + 100_000 * home[i], -1), instance))
+    print(f"\nwhole sequence {args.sequence} through tools/preprocess.py's pipeline: {len(plan.frames)} scans, "
+          f"{len(plan.windows)} windows, {summary.sequences[args.sequence]['groups']} ids, {seconds:.1f} s "
+          f"({seconds / len(plan.windows):.2f} s per window, 1 worker)")
+    print(f"objects keeping their main group id from scan to scan: {quality.id_stability(linked):.3f} linked, "
+          f"{quality.id_stability(unlinked):.3f} without linking")
+
+
 def real(directory: Path) -> None:
     scans = [sk.read_scan(p) for p in sorted(directory.glob("*.bin"))]
     poses = odometry.estimate_poses(scans)
@@ -110,6 +141,7 @@ def main() -> None:
         print(f"generating the synthetic dataset in {args.dataset} (as tools/make_synthetic.py does)")
         generate_dataset(args.dataset, SyntheticSpec())
     ratio = synthetic(args)
+    linking(args)
     if Path(args.real).is_dir() and any(Path(args.real).glob("*.bin")):
         real(Path(args.real))
     print(f"speed ratio (reference / voxseg, s per 12-scan synthetic window): {ratio:.1f}x")

@@ -58,3 +58,23 @@ def grouped(groups: np.ndarray, ground: np.ndarray) -> float:
     """Fraction of the points outside the ground mask that carry a group id."""
     rest = ~ground
     return float(np.mean(groups[rest] >= 0)) if rest.any() else 0.0
+
+
+def id_stability(scans: list[tuple[np.ndarray, np.ndarray]], min_points: int = 50) -> float:
+    """How well group ids persist through time: over consecutive scans (groups, instance) and
+    every true instance with at least `min_points` grouped points in both, the fraction of pairs
+    in which its main (most frequent) group id is the same."""
+    kept = pairs = 0
+    previous: dict[int, int] = {}
+    for groups, instance in scans:
+        current = {}
+        for obj in np.unique(instance[instance > 0]):
+            ids = groups[(instance == obj) & (groups >= 0)]
+            if len(ids) >= min_points:
+                current[int(obj)] = int(np.bincount(ids).argmax())
+        for obj, main in current.items():
+            if obj in previous:
+                pairs += 1
+                kept += previous[obj] == main
+        previous = current
+    return kept / pairs if pairs else float("nan")

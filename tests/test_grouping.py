@@ -143,3 +143,13 @@ def test_grouped_share_hand_computed():
     groups = np.array([0, -1, 1, -1, -1])
     ground = np.array([False, False, False, True, False])
     assert quality.grouped(groups, ground) == pytest.approx(2 / 4)
+
+
+def test_id_stability_hand_computed():
+    inst = np.array([1, 1, 1, 2, 2, 2])
+    scans = [
+        (np.array([7, 7, 7, 3, 3, 3]), inst),
+        (np.array([7, 7, 5, 4, 4, 4]), inst),  # object 1 keeps 7, object 2 changes 3 -> 4
+        (np.array([7, 7, 7, -1, -1, -1]), inst),  # object 2 ungrouped: not counted
+    ]
+    assert quality.id_stability(scans, min_points=2) == pytest.approx(2 / 3)
