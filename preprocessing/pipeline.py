@@ -162,10 +162,10 @@ def _scan_and_ground(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def group_window(scans: list[np.ndarray], ground: list[np.ndarray], poses: np.ndarray, grouping) -> np.ndarray:
     """Local labels of every point of a window (scans in order): the non-ground points are
     stacked into the first scan's frame and grouped; ground and noise get -1."""
-    points, _ = stacking.stack(scans, poses)
+    points, _ = stacking.stack([scan[~mask] for scan, mask in zip(scans, ground)], poses)
     is_ground = np.concatenate(ground)
-    labels = np.full(len(points), -1, dtype=np.int32)
-    labels[~is_ground] = grouping(points[~is_ground, :3])
+    labels = np.full(len(is_ground), -1, dtype=np.int32)
+    labels[~is_ground] = grouping(points[:, :3])
     return labels
 
 
