@@ -94,16 +94,16 @@ def linking(args) -> None:
         seconds = time.perf_counter() - start
         plan = pipeline.plan_sequence(Path(args.dataset), Path(out), args.sequence, cfg, False, False)
         home = [stacking.home_window(i, plan.windows).index for i in range(len(plan.frames))]
+        local = {w: pipeline.read_window(plan, w) for w in set(home)}  # each window's own ids, unlinked
         linked, unlinked = [], []
         for i, frame in enumerate(plan.frames):
             _, instance = sk.read_label(seq / "labels" / f"{frame}.label", plan.sizes[i])
             groups = pipeline.read_groups(plan.group_file(i), plan.sizes[i])
             window = plan.windows[home[i]]
-            local = pipeline.read_window(plan, home[i])  # the window's own ids, before linking
-            offset = sum(plan.sizes[window.start:i])
+            start = plan.offsets(window)[i - window.start]
+            own = local[home[i]][start:start + plan.sizes[i]]
             linked.append((groups, instance))
-            unlinked.append((np.where(local[offset:offset + plan.sizes[i]] >= 0,
-                                      local[offset:offset + plan.sizes[i]] + 100_000 * home[i], -1), instance))
+            unlinked.append((np.where(own >= 0, own + 100_000 * home[i], -1), instance))
     print(f"\nwhole sequence {args.sequence} through tools/preprocess.py's pipeline: {len(plan.frames)} scans, "
           f"{len(plan.windows)} windows, {summary.sequences[args.sequence]['groups']} ids, {seconds:.1f} s "
           f"({seconds / len(plan.windows):.2f} s per window, 1 worker)")

@@ -21,6 +21,7 @@ import json
 import multiprocessing
 import os
 import time
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -93,7 +94,11 @@ class SequencePlan:
         return path.is_file() and path.stat().st_size == 4 * self.sizes[i]
 
     def window_done(self, w: int) -> bool:
-        return read_window(self, w) is not None
+        return _load_window(self, w, labels=False) is not None
+
+    def offsets(self, window: stacking.Window) -> np.ndarray:
+        """Where each scan's points start in the window's concatenation (and the total at the end)."""
+        return np.concatenate([[0], np.cumsum(self.sizes[window.start:window.stop])])
 
 
 def plan_sequence(dataset: Path, out: Path, sequence: str, cfg: dict, estimate_poses: bool,
@@ -169,9 +174,9 @@ def group_window(scans: list[np.ndarray], ground: list[np.ndarray], poses: np.nd
     return labels
 
 
-def _run_window(task: tuple[SequencePlan, int]) -> tuple[str, int, int, float]:
+def _run_window(task: tuple[SequencePlan, int]) -> tuple[str, int]:
+    """Group one window and cache its labels; returns (sequence, points in the window)."""
     plan, w = task
-    start = time.perf_counter()
     window = plan.windows[w]
     loaded = [_scan_and_ground(plan.scan(i)) for i in window.frames]
     labels = group_window([s for s, _ in loaded], [g for _, g in loaded], plan.poses[window.start:window.stop],
@@ -179,23 +184,32 @@ def _run_window(task: tuple[SequencePlan, int]) -> tuple[str, int, int, float]:
     counts = np.array([len(s) for s, _ in loaded], dtype=np.int64)
     with atomic.atomic_open(plan.cache_file(w)) as f:
         np.savez_compressed(f, labels=labels, counts=counts)
-    return plan.name, w, len(labels), time.perf_counter() - start
+    return plan.name, len(labels)
 
 
 def read_window(plan: SequencePlan, w: int) -> np.ndarray | None:
     """A window's cached labels, or None when missing or not matching the scans."""
+    return _load_window(plan, w, labels=True)
+
+
+def _load_window(plan: SequencePlan, w: int, labels: bool) -> np.ndarray | None:
+    """The cached labels (or only the per-scan counts, which np.load reads without decompressing
+    the labels) when the cache file exists and matches the scans; else None."""
     path = plan.cache_file(w)
     if not path.is_file():
         return None
+    window = plan.windows[w]
     try:
         with np.load(path) as data:
-            labels, counts = data["labels"], data["counts"]
-    except (OSError, ValueError, KeyError):
+            counts = data["counts"]
+            if list(counts) != plan.sizes[window.start:window.stop]:
+                return None
+            if not labels:
+                return counts
+            cached = data["labels"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None
-    window = plan.windows[w]
-    if list(counts) != plan.sizes[window.start:window.stop] or len(labels) != counts.sum():
-        return None
-    return labels
+    return cached if len(cached) == counts.sum() else None
 
 
 # ------------------------------------------------------------------------------- linking
@@ -208,12 +222,12 @@ def link_and_write(plan: SequencePlan, min_iou: float) -> tuple[int, int]:
     written = 0
     for w, window in enumerate(plan.windows):
         local = read_window(plan, w).astype(np.int64)
-        offsets = np.concatenate([[0], np.cumsum(plan.sizes[window.start:window.stop])])
+        offsets = plan.offsets(window)
         if previous is None:
             ids = linker.first(local)
         else:
             prev_window, prev_global = previous
-            prev_offsets = np.concatenate([[0], np.cumsum(plan.sizes[prev_window.start:prev_window.stop])])
+            prev_offsets = plan.offsets(prev_window)
             shared = range(max(window.start, prev_window.start), min(window.stop, prev_window.stop))
             if len(shared):
                 a = slice(prev_offsets[shared.start - prev_window.start], prev_offsets[shared.stop - prev_window.start])
@@ -286,13 +300,13 @@ def run(dataset: str | os.PathLike, sequences: list[str], cfg: dict, out: str | 
     if workers > 1 and len(tasks) > 1:
         context = multiprocessing.get_context("spawn")
         with context.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(cfg,)) as pool:
-            for name, _, count, _ in pool.imap_unordered(_run_window, tasks, chunksize=CHUNK // 2 or 1):
+            for name, count in pool.imap_unordered(_run_window, tasks, chunksize=CHUNK // 2):
                 points[name] += count
                 bar.update()
     else:
         _init_worker(cfg)
         for task in tasks:
-            name, _, count, _ = _run_window(task)
+            name, count = _run_window(task)
             points[name] += count
             bar.update()
     bar.close()
