@@ -10,16 +10,20 @@ Layout written under OUT (the dataset root unless --out says otherwise):
 
 A scan's ids come from its home window (the one it is most central in, stacking.home_window),
 mapped to sequence-wide ids by linking.Linker. Work is split into windows: `workers` processes
-share them, `shard=(k, n)` keeps every n-th chunk of consecutive windows, and whichever run
-finds all windows of a sequence done links them and writes the group files. Every file is
-written atomically; a group file whose size does not match its scan is redone.
+share them (and die with the run, even a killed one), `shard=(k, n)` keeps every n-th chunk of
+consecutive windows, and whichever run finds all windows of a sequence done links them and writes
+the group files. Every file is written atomically; a group file whose size does not match its
+scan is redone.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing
 import os
+import signal
+import sys
 import time
 import zipfile
 from collections import OrderedDict
@@ -40,6 +44,7 @@ from preprocessing.grouping import GROUPING
 from preprocessing.linking import Linker, relabel
 
 CHUNK = 4  # consecutive windows per task: they share scans, read and ground-segmented once
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 VERSIONED = ("voxseg", "numpy", "hdbscan", "pypatchworkpp", "open3d-cpu", "open3d", "kiss-icp", "scikit-learn")
 
 
@@ -149,6 +154,17 @@ _worker: dict = {}
 def _init_worker(cfg: dict) -> None:
     _worker.update(cfg=cfg, ground=GROUND.build(cfg["ground"]), grouping=GROUPING.build(cfg["grouping"]),
                    scans=OrderedDict())
+
+
+def _init_pool_worker(parent: int, cfg: dict) -> None:
+    """A pool worker dies with the parent process, however that dies, and leaves Ctrl-C to it
+    (the parent terminates the pool)."""
+    if sys.platform == "linux":  # SIGKILL when the thread that started this worker exits
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(cfg)
 
 
 def _scan_and_ground(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -299,7 +315,8 @@ def run(dataset: str | os.PathLike, sequences: list[str], cfg: dict, out: str | 
     bar = tqdm(total=len(tasks), desc="grouping windows", unit="window", disable=not progress or not tasks)
     if workers > 1 and len(tasks) > 1:
         context = multiprocessing.get_context("spawn")
-        with context.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(cfg,)) as pool:
+        with context.Pool(min(workers, len(tasks)), initializer=_init_pool_worker,
+                          initargs=(os.getpid(), cfg)) as pool:
             for name, count in pool.imap_unordered(_run_window, tasks, chunksize=CHUNK // 2):
                 points[name] += count
                 bar.update()

@@ -38,7 +38,7 @@ def test_family_is_registered_with_example_widths():
 def test_forward_backward_shapes(name, rng):
     backbone = BACKBONES.build({"type": name, "in_channels": 2, "voxel_size": 0.5})
     batch = random_batch(rng)
-    features = backbone(batch)
+    features = backbone(batch).point
     assert features.shape == (2400, EXPECTED_OUT[name[-3:]])
     assert torch.isfinite(features).all()
     features.square().mean().backward()
@@ -52,7 +52,7 @@ def test_points_sharing_a_voxel_share_features(rng):
     batch = random_batch(rng, sizes=(800,))
     twin = {k: torch.cat([v, v]) for k, v in batch.items()}  # every point twice: same voxel, same features
     with torch.no_grad():
-        out = backbone(twin)
+        out = backbone(twin).point
     assert torch.equal(out[:800], out[800:])
     assert not torch.allclose(out[0], out[1])  # different voxels differ
 
@@ -63,7 +63,7 @@ def test_samples_in_a_batch_do_not_interact(rng):
     batch = random_batch(rng)
     first = {k: v[:1500] for k, v in batch.items()}
     with torch.no_grad():
-        together, alone = backbone(batch)[:1500], backbone(first)
+        together, alone = backbone(batch).point[:1500], backbone(first).point
     assert torch.allclose(together, alone, atol=1e-5)
 
 
@@ -84,3 +84,32 @@ def test_input_checks(rng):
         backbone(random_batch(rng))
     with pytest.raises(ValueError, match="voxel_size > 0"):
         BACKBONES.build({"type": "MinkUNet14A", "voxel_size": 0.0})
+
+
+def test_output_maps_points_to_stride_one_voxels(rng):
+    """One voxelization: `point` rows are the voxel rows `inverse` names, as ME's slice gives them."""
+    backbone = BACKBONES.build({"type": "MinkUNet14A", "in_channels": 2, "voxel_size": 0.5}).eval()
+    batch = random_batch(rng)
+    with torch.no_grad():
+        out = backbone(batch)
+    assert out.voxel.tensor_stride == [1, 1, 1]
+    assert torch.equal(out.point, out.voxel.slice(out.field).F)
+    assert torch.equal(out.point, out.voxel.F[out.inverse])
+    voxel_of_point = torch.floor(batch["coord"] / 0.5).int()
+    assert torch.equal(out.voxel.C[out.inverse, 1:], voxel_of_point)
+    assert torch.equal(out.voxel.C[out.inverse, 0].long(), batch["batch"])
+    assert torch.equal(out.voxel_batch, out.voxel.C[:, 0].long())
+
+
+def test_to_voxels_reduces_points_per_voxel():
+    """Points 0 and 1 share voxel (0,0,0), point 2 is alone in (2,0,0)."""
+    backbone = BACKBONES.build({"type": "MinkUNet14A", "in_channels": 1, "voxel_size": 0.1}).eval()
+    batch = {"coord": torch.tensor([[0.05, 0.02, 0.01], [0.09, 0.08, 0.07], [0.25, 0.0, 0.0]]),
+             "feat": torch.ones(3, 1), "batch": torch.zeros(3, dtype=torch.long)}
+    with torch.no_grad():
+        out = backbone(batch)
+    values = torch.tensor([[1.0, 10.0], [3.0, 20.0], [5.0, 30.0]])
+    rows = {tuple(c[1:].tolist()): i for i, c in enumerate(out.voxel.C)}
+    mean, high = out.to_voxels(values), out.to_voxels(values, reduce="amax")
+    assert mean[rows[(0, 0, 0)]].tolist() == [2.0, 15.0] and mean[rows[(2, 0, 0)]].tolist() == [5.0, 30.0]
+    assert high[rows[(0, 0, 0)]].tolist() == [3.0, 20.0]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import pytest
 import yaml
 
 from voxseg import config as cfglib
-from voxseg.config import Component
+from voxseg.config import Component, Range
 from voxseg.errors import ConfigError
 from voxseg.registry import Registry
 
@@ -149,3 +150,145 @@ def test_list_index_override(tmp_path, monkeypatch):
     assert resolved["blocks"] == [{"type": "OtherBlock", "depth": 7}]
     with pytest.raises(ConfigError, match="list index out of range"):
         cfglib.load("a.yaml", ["blocks.3.depth=7"])
+
+
+# ------------------------------------------------------------------------------ value ranges
+@TOYS.register()
+class RangedToyBlock:
+    def __init__(self, voxel_size: Annotated[float, Range(gt=0)] = 0.1, channels: Annotated[int, Range(ge=1)] = 1,
+                 dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0,
+                 momentum: Annotated[float | None, Range(ge=0, le=1)] = None):
+        pass
+
+
+@dataclass
+class RangedTrain:
+    batch_size: Annotated[int, Range(ge=1)] = 2
+    lr: Annotated[float, Range(gt=0)] = 1e-3
+    keep: Annotated[float, Range(gt=0, le=1)] = 0.5
+    clip: Annotated[float | None, Range(gt=0)] = None
+
+
+@dataclass
+class RangedSchema:
+    model: Component
+    train: RangedTrain = field(default_factory=RangedTrain)
+
+
+RANGED_OK = {"model": {"type": "RangedToyBlock"}}
+
+RANGE_FAILURES = [
+    ("train", "batch_size", 0, "must be >= 1, got 0"),
+    ("train", "batch_size", -1, "must be >= 1, got -1"),
+    ("train", "batch_size", True, "expected int, got bool True"),
+    ("train", "lr", 0, "must be > 0, got 0"),
+    ("train", "lr", -1.0, "must be > 0, got -1.0"),
+    ("train", "lr", float("nan"), "expected a finite number > 0, got nan"),
+    ("train", "lr", float("inf"), "expected a finite number > 0, got inf"),
+    ("train", "lr", float("-inf"), "expected a finite number > 0, got -inf"),
+    ("train", "lr", False, "expected float, got bool False"),
+    ("train", "keep", 1.5, "must be in (0, 1], got 1.5"),
+    ("train", "keep", 0.0, "must be in (0, 1], got 0.0"),
+    ("train", "clip", 0, "must be > 0, got 0"),
+    ("train", "clip", float("nan"), "expected a finite number > 0, got nan"),
+    ("model", "voxel_size", 0, "must be > 0, got 0"),
+    ("model", "voxel_size", -0.05, "must be > 0, got -0.05"),
+    ("model", "voxel_size", float("nan"), "expected a finite number > 0, got nan"),
+    ("model", "voxel_size", True, "expected float, got bool True"),
+    ("model", "channels", 0, "must be >= 1, got 0"),
+    ("model", "dropout", 1.0, "must be in [0, 1), got 1.0"),
+    ("model", "dropout", -1, "must be in [0, 1), got -1"),
+    ("model", "momentum", float("inf"), "expected a finite number in [0, 1], got inf"),
+    ("model", "momentum", 2, "must be in [0, 1], got 2"),
+]
+
+
+@pytest.mark.parametrize(("section", "name", "value", "message"), RANGE_FAILURES)
+def test_range_refuses_bad_values_naming_key_and_file(tmp_path, monkeypatch, section, name, value, message):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a.yaml", RANGED_OK)
+    data = {"_base_": "a.yaml", section: {name: value}}
+    if section == "model":
+        data[section]["type"] = "RangedToyBlock"
+    write(tmp_path / "b.yaml", data)
+    with pytest.raises(ConfigError) as info:
+        cfglib.validate(cfglib.load("b.yaml"), RangedSchema)
+    assert str(info.value) == f"b.yaml: {section}.{name}: {message}"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("train.batch_size=0", "train.batch_size: must be >= 1, got 0"),
+    ("train.lr=.nan", "train.lr: expected a finite number > 0, got nan"),
+    ("train.lr=.inf", "train.lr: expected a finite number > 0, got inf"),
+    ("train.lr=-1", "train.lr: must be > 0, got -1"),
+    ("train.lr=true", "train.lr: expected float, got bool True"),
+    ("train.keep=1.5", "train.keep: must be in (0, 1], got 1.5"),
+    ("model.voxel_size=0", "model.voxel_size: must be > 0, got 0"),
+    ("model.voxel_size=-.inf", "model.voxel_size: expected a finite number > 0, got -inf"),
+    ("model.channels=false", "model.channels: expected int, got bool False"),
+])
+def test_range_refuses_bad_overrides_naming_the_command_line(tmp_path, monkeypatch, override, message):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a.yaml", RANGED_OK)
+    with pytest.raises(ConfigError) as info:
+        cfglib.validate(cfglib.load("a.yaml", [override]), RangedSchema)
+    assert str(info.value) == f"command line: {message}"
+
+
+def test_range_reads_yaml_nan_and_inf_from_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text("model: {type: RangedToyBlock}\ntrain:\n  lr: .NaN\n")
+    with pytest.raises(ConfigError) as info:
+        cfglib.validate(cfglib.load("a.yaml"), RangedSchema)
+    assert str(info.value) == "a.yaml: train.lr: expected a finite number > 0, got nan"
+    (tmp_path / "a.yaml").write_text("model: {type: RangedToyBlock, voxel_size: .inf}\n")
+    with pytest.raises(ConfigError) as info:
+        cfglib.validate(cfglib.load("a.yaml"), RangedSchema)
+    assert str(info.value) == "a.yaml: model.voxel_size: expected a finite number > 0, got inf"
+
+
+def test_range_accepts_valid_values_and_normalises_ints_to_floats(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a.yaml", {
+        "model": {"type": "RangedToyBlock", "voxel_size": 1, "channels": 1, "dropout": 0, "momentum": 1},
+        "train": {"batch_size": 1, "lr": 2, "keep": 1, "clip": 5},
+    })
+    resolved = cfglib.validate(cfglib.load("a.yaml"), RangedSchema)
+    assert resolved["model"] == {"type": "RangedToyBlock", "voxel_size": 1.0, "channels": 1, "dropout": 0.0,
+                                 "momentum": 1.0}
+    assert resolved["train"] == {"batch_size": 1, "lr": 2.0, "keep": 1.0, "clip": 5.0}
+    assert type(resolved["train"]["batch_size"]) is int and type(resolved["model"]["channels"]) is int
+    for section, name in [("model", "voxel_size"), ("model", "dropout"), ("model", "momentum"),
+                          ("train", "lr"), ("train", "keep"), ("train", "clip")]:
+        assert type(resolved[section][name]) is float, (section, name)
+    resolved = cfglib.validate(cfglib.load("a.yaml", ["train.lr=1.0e-4", "model.voxel_size=0.05"]), RangedSchema)
+    assert resolved["train"]["lr"] == 1e-4 and resolved["model"]["voxel_size"] == 0.05
+
+
+def test_range_lets_none_through_for_optional_values(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a.yaml", {"model": {"type": "RangedToyBlock", "momentum": None}, "train": {"clip": None}})
+    resolved = cfglib.validate(cfglib.load("a.yaml"), RangedSchema)
+    assert resolved["model"]["momentum"] is None and resolved["train"]["clip"] is None
+    resolved = cfglib.validate(cfglib.load("a.yaml", ["train.clip=0.5", "model.momentum=null"]), RangedSchema)
+    assert resolved["train"]["clip"] == 0.5 and resolved["model"]["momentum"] is None
+    write(tmp_path / "a.yaml", {"model": {"type": "RangedToyBlock"}, "train": {"lr": None}})
+    with pytest.raises(ConfigError) as info:  # None is only fine where the type allows it
+        cfglib.validate(cfglib.load("a.yaml"), RangedSchema)
+    assert str(info.value) == "a.yaml: train.lr: expected float, got NoneType None"
+
+
+def test_range_declaration():
+    assert Range(ge=1).describe() == ">= 1"
+    assert Range(gt=0).describe() == "> 0"
+    assert Range(le=5).describe() == "<= 5"
+    assert Range(lt=1).describe() == "< 1"
+    assert Range(gt=0, le=1).describe() == "in (0, 1]"
+    assert Range(ge=0, lt=1).describe() == "in [0, 1)"
+    assert Range(ge=0, le=1).contains(1) and not Range(ge=0, lt=1).contains(1)
+    assert Annotated[float, Range(gt=0)] == Annotated[float, Range(gt=0)]  # frozen: hashable, usable as metadata
+    assert "Range" in cfglib.__all__
+    for bad in ({"ge": 0, "gt": 0}, {"le": 1, "lt": 1}, {"ge": 2, "le": 1}, {"gt": 1, "lt": 1},
+                {"gt": float("nan")}, {"le": float("inf")}):
+        with pytest.raises(ValueError):
+            Range(**bad)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +213,69 @@ def test_cli_bad_input_is_one_line(copy, tmp_path):
     result = preprocess("--dataset", copy, "--sequences", "01", "--out", tmp_path / "out", "--no-progress")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "000001.bin" in result.stderr and "Traceback" not in result.stderr
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def is_ready_worker(pid: int) -> bool:
+    """A pool worker past its initializer, which makes it ignore SIGINT."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        ignored = re.search(r"^SigIgn:\s*([0-9a-f]+)", Path(f"/proc/{pid}/status").read_text(), re.M)
+    except OSError:
+        return False
+    return b"spawn_main" in cmdline and bool(int(ignored.group(1), 16) >> (signal.SIGINT - 1) & 1)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie no longer runs
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="workers die with the parent through a Linux prctl")
+def test_cli_killed_takes_its_workers_along_and_reruns(tiny_dataset, reference_run, tmp_path):
+    ref, _ = reference_run
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "tools/preprocess.py", "--dataset", str(tiny_dataset), "--sequences",
+                            "00", "01", "--out", str(out), "--workers", "2", "--no-progress", *SMALL], cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline, workers = time.monotonic() + 60, []
+    try:
+        while len(workers) < 2:
+            assert run.poll() is None, run.stderr.read().decode()
+            assert time.monotonic() < deadline, "the two workers did not start"
+            time.sleep(0.05)
+            workers = [pid for pid in children(run.pid) if is_ready_worker(pid)]
+        for pid in workers:  # stopped mid-window: they cannot leave on their own (broken pipe to the parent)
+            os.kill(pid, signal.SIGSTOP)
+        run.kill()
+        run.wait()
+        deadline = time.monotonic() + 2
+        while any(map(alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not any(map(alive, workers))
+    finally:
+        run.kill()
+        run.wait()
+        run.stderr.close()
+        for pid in filter(alive, workers):
+            os.kill(pid, signal.SIGKILL)
+    summary = pipeline.run(tiny_dataset, ["00", "01"], cfg(), out=out, progress=False)
+    assert summary.sequences["00"]["status"] == "complete" and outputs(out) == outputs(ref)
 
 
 def test_cli_on_real_scans_with_estimated_poses(kitti_real, tmp_path):

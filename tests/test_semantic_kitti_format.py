@@ -39,6 +39,25 @@ def test_nan_coordinates_are_rejected(tmp_path):
         sk.read_scan(tmp_path / "x.bin")
 
 
+def test_nan_intensities_are_rejected(tmp_path):
+    points = np.ones((4, 4), np.float32)
+    points[2, 3] = np.nan
+    sk.write_scan(tmp_path / "000042.bin", points)
+    with pytest.raises(DataFormatError, match=r"000042\.bin: 1 of 4 points have NaN or infinite intensities \(first at point 2\)"):
+        sk.read_scan(tmp_path / "000042.bin")
+
+
+def test_sizes_from_the_files(tmp_path):
+    sk.write_scan(tmp_path / "a.bin", np.zeros((0, 4), np.float32))
+    assert sk.scan_size(tmp_path / "a.bin") == 0
+    with pytest.raises(DataFormatError, match=r"a\.bin: empty scan \(0 points\)"):
+        sk.scan_size(tmp_path / "a.bin", allow_empty=False)
+    sk.write_label(tmp_path / "a.label", np.ones(6, int))
+    assert sk.label_size(tmp_path / "a.label") == 6 and sk.label_size(tmp_path / "a.label", num_points=6) == 6
+    with pytest.raises(DataFormatError, match=r"a\.label: 6 labels for a scan of 5 points"):
+        sk.label_size(tmp_path / "a.label", num_points=5)
+
+
 def test_label_count_mismatch(tmp_path):
     sk.write_label(tmp_path / "a.label", np.ones(9, int))
     with pytest.raises(DataFormatError, match=r"a\.label: 9 labels for a scan of 10 points"):

@@ -6,9 +6,15 @@
 
 Writes OUT/sequences/NN/predictions/FFFFFF.label (raw class ids in the lower 16 bits), the layout
 semantic-kitti-api's evaluate_semantics.py and tools/evaluate.py read. Needs no labels.
+Predictions are written to a staging folder under OUT and moved into place per sequence only
+when every scan succeeded, so a failure leaves earlier predictions as they were.
 """
 
 import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -17,7 +23,20 @@ from voxseg.cli import main_guard
 from voxseg.data import semantic_kitti as sk
 from voxseg.engine import checkpoint
 from voxseg.engine.finetune import pick_device
+from voxseg.errors import VoxsegError
 from voxseg.registry import DATASETS, MODELS
+
+
+def publish(staging: Path, out: Path, sequence: str) -> None:
+    """Swap the staged predictions of a sequence in for the old ones (if any)."""
+    target = sk.sequence_dir(out, sequence, must_exist=False) / "predictions"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(".predictions.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(sk.sequence_dir(staging, sequence, must_exist=False) / "predictions", target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @main_guard
@@ -47,17 +66,30 @@ def main() -> None:
     label_config = args.label_config or cfg["data"]["label_config"]
     dataset = DATASETS.build(dataset_cfg, root=args.dataset, label_config=label_config)
     labels = dataset.label_config
+    if model.num_classes != labels.num_classes:
+        raise VoxsegError(f"{labels.path}: defines {labels.num_classes} evaluated classes but {args.checkpoint} "
+                          f"predicts {model.num_classes}; pass the label config it was trained with")
 
     from voxseg.engine.inference import predict
 
-    written = 0
-    for name, pred, sample in tqdm(predict(model, dataset, device), total=len(dataset), desc="infer", unit="scan"):
-        sequence, frame = name.split("/")
-        raw = np.zeros(len(sample["point_index"]), dtype=np.int64)
-        raw[sample["point_index"]] = labels.train_to_raw(pred)
-        sk.write_label(sk.sequence_dir(args.out, sequence, must_exist=False) / "predictions" / f"{frame}.label", raw)
-        written += 1
-    print(f"wrote {written} prediction files under {args.out}")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    except OSError as exc:
+        raise VoxsegError(f"{out}: cannot write the output folder ({exc.strerror or exc})") from None
+    try:
+        for name, pred, sample in tqdm(predict(model, dataset, device), total=len(dataset), desc="infer", unit="scan"):
+            sequence, frame = name.split("/")
+            raw = np.zeros(len(sample["point_index"]), dtype=np.int64)
+            if len(raw):
+                raw[sample["point_index"]] = labels.train_to_raw(pred["segment"])
+            sk.write_label(sk.sequence_dir(staging, sequence, must_exist=False) / "predictions" / f"{frame}.label", raw)
+        for sequence in sorted({sequence for sequence, _ in dataset.frames}):
+            publish(staging, out, sequence)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"wrote {len(dataset)} prediction files under {args.out}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,10 @@
   An unknown key, a missing required key or a value of the wrong type raises ConfigError naming
   the key and the file that set it (or "command line"). Defaults are filled in, so the result is
   the fully resolved config that each run writes beside its outputs.
+* Numeric bounds are declared on dataclass fields and constructor parameters with `Range` inside
+  `typing.Annotated` (`batch_size: Annotated[int, Range(ge=1)] = 2`). A value out of range, or a
+  non-finite float (NaN, +-inf; YAML `.nan`, `.inf`), raises ConfigError the same way; None
+  passes (`Annotated[float | None, Range(gt=0)]`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import copy
 import dataclasses
 import difflib
 import inspect
+import re
+import math
 import types
 import typing
 from pathlib import Path
@@ -30,12 +36,68 @@ from voxseg import atomic
 from voxseg.errors import ConfigError
 from voxseg.registry import find_component
 
-__all__ = ["Component", "LoadedConfig", "load", "validate", "dump", "ConfigError"]
+__all__ = ["Component", "Inject", "Range", "LoadedConfig", "load", "validate", "dump", "ConfigError"]
 
 _COMPONENT_MARK = "voxseg.component"
 #: Annotation of a config value that is a registered component: a mapping with a `type` key.
 Component = Annotated[dict, _COMPONENT_MARK]
 COMMAND_LINE = "command line"
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds on a numeric config value, used as `Annotated[float, Range(gt=0)]`.
+
+    `ge`/`gt` give the lower bound (inclusive/exclusive), `le`/`lt` the upper one; at most one of
+    each pair. Validation also rejects NaN and +-inf for any value that has a Range, so `Range()`
+    alone means "a finite number". None is not checked (for `Annotated[float | None, Range(...)]`).
+    """
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("ge", "gt", "le", "lt"):
+            bound = getattr(self, name)
+            if bound is not None and (
+                isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound)
+            ):
+                raise ValueError(f"Range({name}=...) needs a finite number, got {bound!r}")
+        if self.ge is not None and self.gt is not None:
+            raise ValueError("Range takes at most one lower bound: ge or gt")
+        if self.le is not None and self.lt is not None:
+            raise ValueError("Range takes at most one upper bound: le or lt")
+        low, high = self._low(), self._high()
+        open_end = self.gt is not None or self.lt is not None
+        if low is not None and high is not None and (low > high or (low == high and open_end)):
+            raise ValueError(f"Range is empty: {self.describe()}")
+
+    def _low(self) -> float | None:
+        return self.ge if self.ge is not None else self.gt
+
+    def _high(self) -> float | None:
+        return self.le if self.le is not None else self.lt
+
+    def contains(self, value: float) -> bool:
+        return (
+            (self.ge is None or value >= self.ge)
+            and (self.gt is None or value > self.gt)
+            and (self.le is None or value <= self.le)
+            and (self.lt is None or value < self.lt)
+        )
+
+    def describe(self) -> str:
+        """'>= 1', '> 0', '< 1', 'in (0, 1]'...; '' for an unbounded Range."""
+        low, high = self._low(), self._high()
+        if low is not None and high is not None:
+            return f"in {'[' if self.ge is not None else '('}{low}, {high}{']' if self.le is not None else ')'}"
+        if low is not None:
+            return f"{'>=' if self.ge is not None else '>'} {low}"
+        if high is not None:
+            return f"{'<=' if self.le is not None else '<'} {high}"
+        return ""
 
 
 @dataclasses.dataclass
@@ -236,20 +298,88 @@ def _check_component(value: Any, key: str, cfg: LoadedConfig, injected: typing.S
 def _check_value(value: Any, ann: Any, key: str, cfg: LoadedConfig, injected: typing.Sequence[str] = ()) -> Any:
     if dataclasses.is_dataclass(ann):
         return _check_dataclass(value, ann, key + ".", cfg)
-    if typing.get_origin(ann) is Annotated and _COMPONENT_MARK in typing.get_args(ann)[1:]:
+    if _is_component(ann):
         return _check_component(value, key, cfg, injected)
+    injected = (*injected, *_injected(ann))
+    ann = _strip_inject(ann)
     origin, args = typing.get_origin(ann), typing.get_args(ann)
-    if origin is list and args and _is_component(args[0]):
+    if origin is list and args and (_is_component(args[0]) or dataclasses.is_dataclass(args[0])):
         if not isinstance(value, list):
-            raise _error(cfg, key, f"expected a list of components, got {_describe(value)}")
-        return [_check_component(v, f"{key}.{i}", cfg) for i, v in enumerate(value)]
+            raise _error(cfg, key, f"expected a list of {_type_name(args[0])}, got {_describe(value)}")
+        return [_check_value(v, args[0], f"{key}.{i}", cfg, injected) for i, v in enumerate(value)]
+    if origin is dict and len(args) == 2 and _is_component(args[1]):
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise _error(cfg, key, f"expected a mapping of names to components, got {_describe(value)}")
+        return {k: _check_component(v, f"{key}.{k}", cfg, injected) for k, v in value.items()}
+    if isinstance(value, str) and _SCIENTIFIC.match(value) and _matches(1.0, ann) and not _matches(value, ann):
+        value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     if not _matches(value, ann):
         raise _error(cfg, key, f"expected {_type_name(ann)}, got {_describe(value)}")
-    return _normalise(value, ann)
+    ranges = _ranges(ann)
+    if ranges:
+        _check_ranges(value, ranges, key, cfg)
+    return _normalise(value, _strip_annotated(ann))
+
+
+_SCIENTIFIC = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Inject:
+    """Marks constructor arguments that the owner passes at build time, not YAML: in
+    `heads: Annotated[dict[str, Component], Inject("in_channels")]` each head's `in_channels`
+    comes from the backbone, so a config may not set it and need not."""
+
+    names: tuple[str, ...]
+
+    def __init__(self, *names: str):
+        object.__setattr__(self, "names", names)
+
+
+def _injected(ann: Any) -> tuple[str, ...]:
+    if typing.get_origin(ann) is not Annotated:
+        return ()
+    return tuple(n for meta in typing.get_args(ann)[1:] if isinstance(meta, Inject) for n in meta.names)
+
+
+def _strip_inject(ann: Any) -> Any:
+    """`ann` without its Inject marks (a component's own mark and Ranges stay)."""
+    if typing.get_origin(ann) is not Annotated or not _injected(ann):
+        return ann
+    rest = [m for m in typing.get_args(ann)[1:] if not isinstance(m, Inject)]
+    base = typing.get_args(ann)[0]
+    return Annotated[(base, *rest)] if rest else base
+
+
+def _ranges(ann: Any) -> list[Range]:
+    """The Range objects in a top-level Annotated (nested Annotated is flattened by typing)."""
+    if typing.get_origin(ann) is not Annotated:
+        return []
+    return [meta for meta in typing.get_args(ann)[1:] if isinstance(meta, Range)]
+
+
+def _strip_annotated(ann: Any) -> Any:
+    return typing.get_args(ann)[0] if typing.get_origin(ann) is Annotated else ann
+
+
+def _check_ranges(value: Any, ranges: list[Range], key: str, cfg: LoadedConfig) -> None:
+    if value is None:
+        return
+    wanted = " and ".join(d for d in (r.describe() for r in ranges) if d)
+    wanted = f" {wanted}" if wanted else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _error(cfg, key, f"expected a number{wanted}, got {_describe(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _error(cfg, key, f"expected a finite number{wanted}, got {value!r}")
+    for r in ranges:
+        if not r.contains(value):
+            raise _error(cfg, key, f"must be {r.describe()}, got {value!r}")
 
 
 def _is_component(ann: Any) -> bool:
-    return typing.get_origin(ann) is Annotated and _COMPONENT_MARK in typing.get_args(ann)[1:]
+    return typing.get_origin(ann) is Annotated and any(
+        isinstance(meta, str) and meta == _COMPONENT_MARK for meta in typing.get_args(ann)[1:]
+    )
 
 
 def _matches(value: Any, ann: Any) -> bool:
@@ -287,14 +417,25 @@ def _matches(value: Any, ann: Any) -> bool:
 
 def _normalise(value: Any, ann: Any) -> Any:
     """Ints where floats are expected become floats; tuples become lists (YAML-friendly)."""
-    if ann is float and isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool) and _wants_float(ann):
         return float(value)
     if isinstance(value, tuple):
         return list(value)
     return value
 
 
+def _wants_float(ann: Any) -> bool:
+    """`float`, or a union such as `float | None` that has float but not int."""
+    if ann is float:
+        return True
+    if typing.get_origin(ann) in (Union, types.UnionType):
+        args = typing.get_args(ann)
+        return float in args and int not in args
+    return False
+
+
 def _type_name(ann: Any) -> str:
+    ann = _strip_annotated(ann)
     if isinstance(ann, type):
         return ann.__name__
     return str(ann).replace("typing.", "")

@@ -1,14 +1,16 @@
-"""Registries: YAML names a backbone, model (head), dataset or transform by its `type`.
+"""Registries: YAML names every exchangeable component by its `type`.
 
-A component is registered with a decorator and built from a config dict whose `type` key names
-it and whose other keys are its constructor's arguments:
+Backbones, heads, losses and models live in voxseg.models; datasets and transforms in
+voxseg.data; hooks in voxseg.engine; evaluators in voxseg.evaluation. A component is registered
+with a decorator and built from a config dict whose `type` key names it and whose other keys
+are its constructor's arguments:
 
     @BACKBONES.register()
     class MinkUNet14A(MinkUNetBase): ...
 
     backbone = BACKBONES.build({"type": "MinkUNet14A", "in_channels": 1})
 
-New heads, datasets or transforms are new modules that register themselves; nothing in the core
+New heads, losses, datasets, transforms, hooks or evaluators are new modules that register themselves; nothing in the core
 changes. Config validation (voxseg.config) looks component types up here to check their keys.
 """
 
@@ -17,7 +19,8 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable
 
-__all__ = ["Registry", "BACKBONES", "MODELS", "DATASETS", "TRANSFORMS", "find_component"]
+__all__ = ["Registry", "BACKBONES", "HEADS", "LOSSES", "MODELS", "DATASETS", "TRANSFORMS", "HOOKS", "EVALUATORS",
+           "find_component"]
 
 
 class Registry:
@@ -62,9 +65,13 @@ class Registry:
 
 
 BACKBONES = Registry("backbone")
+HEADS = Registry("head")
+LOSSES = Registry("loss")
 MODELS = Registry("model")
 DATASETS = Registry("dataset")
 TRANSFORMS = Registry("transform")
+HOOKS = Registry("hook")
+EVALUATORS = Registry("evaluator")
 
 
 def find_component(name: str) -> tuple[Registry, type] | None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from voxseg.config import Component
 from voxseg.data import semantic_kitti as sk
@@ -14,10 +15,11 @@ from voxseg.data.labels import LabelConfig
 from voxseg.errors import ConfigError
 from voxseg.registry import DATASETS, TRANSFORMS
 
+# point features, derived from a sample after its transforms ran: each (N, 1)
 FEATURES = {
-    "intensity": lambda points: points[:, 3:4],
-    "height": lambda points: points[:, 2:3],
-    "range": lambda points: np.linalg.norm(points[:, :3], axis=1, keepdims=True),
+    "intensity": lambda sample: sample["intensity"],
+    "height": lambda sample: sample["coord"][:, 2:3],
+    "range": lambda sample: np.linalg.norm(sample["coord"], axis=1, keepdims=True),
 }
 
 
@@ -25,10 +27,18 @@ FEATURES = {
 class SemanticKITTI(Dataset):
     """Scans of `sequences` under `root`.
 
-    A sample is a dict of numpy arrays: `coord` (N, 3) metres in the LiDAR frame, `feat` (N, C)
-    from `features`, `segment` (N,) train ids (-1 = ignore), `instance` (N,), plus `name`
-    ("SS/FFFFFF"). With `labels=False` (inference on unlabelled scans) there is no segment or
-    instance. Transforms run in order with a generator seeded by (seed, epoch, index).
+    A sample is a dict of numpy arrays: `coord` (N, 3) float32 metres in the LiDAR frame,
+    `intensity` (N, 1), `point_index` (N,) row of each point in the scan file, `segment` (N,) train
+    ids (-1 = ignore), `instance` (N,), `feat` (N, C), plus `name` ("SS/FFFFFF"). With
+    `labels=False` (inference on unlabelled scans) there is no segment or instance.
+
+    `instance` is -1 for points without an instance (label upper 16 bits 0) and otherwise a dense
+    id 0..K-1 per (learn class, instance id) pair of the scan, as SemanticKITTI's instance ids are
+    unique only within a class; transforms that drop points may leave gaps in these ids.
+
+    Transforms run in order with a generator seeded by (seed, epoch, index); `feat` is derived
+    after them (columns in the order of `features`), so height and range follow the augmented
+    coordinates.
     """
 
     def __init__(self, root: str, label_config: str, sequences: list[int | str], features: list[str] = ["intensity"],
@@ -62,15 +72,30 @@ class SemanticKITTI(Dataset):
         points = sk.read_scan(sk.scan_path(self.root, sequence, frame))
         sample = {
             "coord": points[:, :3].copy(),
-            "feat": np.concatenate([FEATURES[f](points) for f in self.features], axis=1).astype(np.float32),
+            "intensity": points[:, 3:4].copy(),
             "point_index": np.arange(len(points)),
             "name": f"{sequence}/{frame}",
         }
         if self.labels:
             semantic, instance = sk.read_label(sk.label_path(self.root, sequence, frame), num_points=len(points))
             sample["segment"] = self.label_config.raw_to_train(semantic)
-            sample["instance"] = instance
+            sample["instance"] = self.label_config.dense_instances(semantic, instance)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         for transform in self.transforms:
             sample = transform(sample, rng)
+        sample["feat"] = np.concatenate([FEATURES[f](sample) for f in self.features], axis=1).astype(np.float32)
         return sample
+
+    def check(self, full: bool = True, progress: bool = True, indices=None) -> None:
+        """Check every scan before work starts: it exists, holds a whole number of points and at
+        least one, and (with labels) its label file has one label per point; with `full`, also
+        read it (finite values). `indices` limits the check to those scans (the ones a run will
+        read). Raises DataFormatError naming the first bad file."""
+        frames = self.frames if indices is None else [self.frames[i] for i in indices]
+        for sequence, frame in tqdm(frames, desc=f"checking {self.root}", unit="scan", disable=not progress):
+            scan = sk.scan_path(self.root, sequence, frame)
+            num_points = sk.scan_size(scan, allow_empty=False)
+            if self.labels:
+                sk.label_size(sk.label_path(self.root, sequence, frame), num_points)
+            if full:
+                sk.read_scan(scan)

@@ -5,10 +5,14 @@ Three id spaces:
   learn   `learning_map`'s "xentropy" ids, as semantic-kitti-api evaluates them (0 = unlabeled);
   train   contiguous ids 0..K-1 over the learn classes not in `learning_ignore`; -1 = ignore.
 Networks predict train ids; files and the evaluator use raw and learn ids.
+
+`thing_classes` (optional, a list of learn class names) names the classes whose objects have
+instances (car, person, ...); the other evaluated classes are stuff.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,7 @@ class LabelConfig:
     learning_map_inv: dict[int, int]  # learn -> raw
     learning_ignore: dict[int, bool]  # learn -> ignored in training and mIoU
     color_map: dict[int, tuple[int, int, int]]  # raw -> BGR, as semantic-kitti-api stores it
+    things: tuple[int, ...] = ()  # learn ids of the thing classes
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LabelConfig":
@@ -61,7 +66,20 @@ class LabelConfig:
             raise ConfigError(f"{path}: learning_map targets {stray} have no learning_map_inv entry")
         if sorted(config.learning_ignore) != list(range(n)):
             raise ConfigError(f"{path}: learning_ignore must list every learn class 0..{n - 1}")
-        return config
+        return dataclasses.replace(config, things=config._learn_ids(data.get("thing_classes") or [], path))
+
+    def _learn_ids(self, names: list, path: Path) -> tuple[int, ...]:
+        """Learn ids of the evaluated classes called `names` (thing_classes)."""
+        if not isinstance(names, list):
+            raise ConfigError(f"{path}: thing_classes must be a list of class names, got {names!r}")
+        by_name = {self.learn_name(c): c for c in self.evaluated}
+        ignored = [n for n in names if n in {self.learn_name(c) for c in self.ignored}]
+        if ignored:
+            raise ConfigError(f"{path}: thing_classes {ignored} are ignored classes (learning_ignore)")
+        unknown = [n for n in names if n not in by_name]
+        if unknown:
+            raise ConfigError(f"{path}: thing_classes {unknown} are not learn classes; choose from {sorted(by_name)}")
+        return tuple(sorted({by_name[n] for n in names}))
 
     # ------------------------------------------------------------------------ id spaces
     @property
@@ -91,6 +109,16 @@ class LabelConfig:
         """Names of train ids 0..K-1."""
         return [self.learn_name(c) for c in self.evaluated]
 
+    @property
+    def thing_classes(self) -> list[int]:
+        """Train ids of the classes with instances, sorted."""
+        return sorted(self.learn_to_train(np.asarray(self.things, dtype=np.int64)).tolist())
+
+    @property
+    def stuff_classes(self) -> list[int]:
+        """Train ids of the other evaluated classes, sorted."""
+        return sorted(set(range(self.num_classes)) - set(self.thing_classes))
+
     def raw_to_learn(self, raw: np.ndarray) -> np.ndarray:
         """Lower 16 bits of raw labels -> learn ids; ids missing from learning_map -> 0, as the api does."""
         lut = np.zeros(0x10000, dtype=np.int64)
@@ -105,6 +133,17 @@ class LabelConfig:
 
     def raw_to_train(self, raw: np.ndarray) -> np.ndarray:
         return self.learn_to_train(self.raw_to_learn(raw))
+
+    def dense_instances(self, semantic: np.ndarray, instance: np.ndarray) -> np.ndarray:
+        """Per-scan instance ids: -1 where `instance` (the label's upper 16 bits) is 0, else a dense
+        id 0..K-1 per (learn class, instance) pair, ordered by class then instance; SemanticKITTI's
+        instance ids are unique only within a class."""
+        instance = np.asarray(instance, dtype=np.int64)
+        dense = np.full(instance.shape, -1, dtype=np.int64)
+        has = instance > 0
+        pairs = self.raw_to_learn(np.asarray(semantic)[has]) * 0x10000 + instance[has]
+        dense[has] = np.unique(pairs, return_inverse=True)[1].reshape(-1)
+        return dense
 
     def train_to_learn(self, train: np.ndarray) -> np.ndarray:
         return np.asarray(self.evaluated, dtype=np.int64)[train]

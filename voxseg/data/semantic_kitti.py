@@ -69,16 +69,17 @@ def scan_size(path: PathLike, allow_empty: bool = True) -> int:
 
 
 def read_scan(path: PathLike) -> np.ndarray:
-    """(N, 4) float32 x, y, z, intensity. Rejects truncated files and non-finite coordinates."""
+    """(N, 4) float32 x, y, z, intensity. Rejects truncated files and non-finite values."""
     path = Path(path)
     scan_size(path)
     points = np.fromfile(path, dtype=np.float32).reshape(-1, 4)
-    bad = ~np.isfinite(points[:, :3]).all(axis=1)
-    if bad.any():
-        raise DataFormatError(
-            f"{path}: {int(bad.sum())} of {len(points)} points have NaN or infinite coordinates "
-            f"(first at point {int(np.argmax(bad))})"
-        )
+    nonfinite = {"coordinates": ~np.isfinite(points[:, :3]).all(axis=1), "intensities": ~np.isfinite(points[:, 3])}
+    for what, bad in nonfinite.items():
+        if bad.any():
+            raise DataFormatError(
+                f"{path}: {int(bad.sum())} of {len(points)} points have NaN or infinite {what} "
+                f"(first at point {int(np.argmax(bad))})"
+            )
     return points
 
 
@@ -90,17 +91,25 @@ def write_scan(path: PathLike, points: np.ndarray) -> None:
 
 
 # ------------------------------------------------------------------------------- labels
-def read_label(path: PathLike, num_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(semantic, instance) as int64 arrays; checks the count against `num_points` if given."""
+def label_size(path: PathLike, num_points: int | None = None) -> int:
+    """Labels in a .label file, from its size alone; checks the count against `num_points` if given.
+    Rejects missing and truncated files."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: label file not found")
     size = path.stat().st_size
     if size % 4:
         raise DataFormatError(f"{path}: {size} bytes is not a multiple of 4 (one uint32 per point): truncated")
+    if num_points is not None and size // 4 != num_points:
+        raise DataFormatError(f"{path}: {size // 4} labels for a scan of {num_points} points")
+    return size // 4
+
+
+def read_label(path: PathLike, num_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(semantic, instance) as int64 arrays; checks the count against `num_points` if given."""
+    path = Path(path)
+    label_size(path, num_points)
     raw = np.fromfile(path, dtype=np.uint32)
-    if num_points is not None and len(raw) != num_points:
-        raise DataFormatError(f"{path}: {len(raw)} labels for a scan of {num_points} points")
     return (raw & 0xFFFF).astype(np.int64), (raw >> 16).astype(np.int64)
 
 

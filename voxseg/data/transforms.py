@@ -1,22 +1,24 @@
 """Point-cloud augmentations, selected by name in YAML (`data.train.transforms`).
 
-Each transform takes and returns a sample dict with at least `coord` (N, 3) and `feat` (N, C),
-and optionally per-point arrays (`segment`, `instance`, ...) that must stay aligned with the
-points; transforms that drop points index every per-point array. Randomness comes from the
-`rng` the dataset passes in, so a seeded run is repeatable.
+Each transform takes and returns a sample dict with at least `coord` (N, 3), and optionally other
+per-point arrays (`intensity`, `segment`, `instance`, ...) that must stay aligned with the points;
+transforms that drop points index every per-point key (voxseg.data.keys). Transforms run before
+the dataset derives `feat`, so they only move or drop points. Randomness comes from the `rng` the
+dataset passes in, so a seeded run is repeatable.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from voxseg.data.keys import is_point_key
+from voxseg.errors import ConfigError
 from voxseg.registry import TRANSFORMS
-
-PER_POINT = ("coord", "feat", "segment", "instance", "point_index")
 
 
 def _keep(sample: dict, mask: np.ndarray) -> dict:
-    return {k: (v[mask] if k in PER_POINT else v) for k, v in sample.items()}
+    """The sample with only the points where `mask` is true, in every per-point key."""
+    return {k: (v[mask] if is_point_key(k) else v) for k, v in sample.items()}
 
 
 @TRANSFORMS.register()
@@ -77,3 +79,16 @@ class RangeCrop:
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         return _keep(sample, np.linalg.norm(sample["coord"][:, :2], axis=1) <= self.max_range)
+
+
+@TRANSFORMS.register()
+class RandomDropout:
+    """Drop each point independently with probability `ratio`."""
+
+    def __init__(self, ratio: float = 0.1):
+        if not 0.0 <= ratio < 1.0:
+            raise ConfigError(f"RandomDropout: ratio must be in [0, 1), got {ratio}")
+        self.ratio = ratio
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        return _keep(sample, rng.random(len(sample["coord"])) >= self.ratio)

@@ -1,26 +1,37 @@
-"""Supervised fine-tuning of backbone + head: the config schema and the run."""
+"""Supervised fine-tuning of a backbone and heads: the config schema and the run.
+
+Everything a run needs is checked before anything is written: the config (types and ranges),
+the output folder, on --resume the checkpoint and that the config matches it, the model
+against the label config and features, and every scan the run will read. A problem is one
+`error: FILE: problem` line (voxseg.errors) and the output folder is left as it was.
+"""
 
 from __future__ import annotations
 
-import math
+import random
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from voxseg import atomic, config as cfglib, sparse
-from voxseg.config import Component
+from voxseg.config import Component, Range
 from voxseg.data.collate import collate
 from voxseg.engine import checkpoint
 from voxseg.engine.hooks import CheckpointHook, ProgressBarHook, TensorBoardHook, ValidationHook
+from voxseg.engine.interrupt import ignore_in_worker
+from voxseg.engine.optim import ParamGroup, build_optimizer, build_scheduler
 from voxseg.engine.trainer import EpochSampler, Trainer
 from voxseg.errors import ConfigError, VoxsegError
-from voxseg.registry import DATASETS, MODELS
+from voxseg.registry import DATASETS, EVALUATORS, HOOKS, MODELS
 
 INJECTED = ("root", "label_config")  # given once under `data`, passed to both datasets
+# Keys a resumed run may change freely: they affect speed and display, not the numbers.
+RUNTIME_KEYS = ("train.num_workers", "train.progress", "train.device", "train.check_data", "output_dir")
 
 
 @dataclass
@@ -33,24 +44,29 @@ class DataSection:
 
 @dataclass
 class TrainSection:
-    max_steps: int = 1000
-    batch_size: int = 2
-    num_workers: int = 1
+    max_steps: Annotated[int, Range(ge=1)] = 1000
+    batch_size: Annotated[int, Range(ge=1)] = 2
+    num_workers: Annotated[int, Range(ge=0)] = 1
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9  # SGD only
-    warmup_steps: int = 50  # linear warm-up, then cosine decay to min_lr_ratio * lr
-    min_lr_ratio: float = 0.01
-    grad_clip: float = 10.0  # max gradient norm; 0 disables
-    label_fraction: float = 1.0  # train on this fraction of the labelled scans (a seeded list)
+    lr: Annotated[float, Range(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Range(ge=0)] = 1e-4
+    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9  # SGD only
+    param_groups: list[ParamGroup] = field(default_factory=list)  # own lr / weight decay by name pattern
+    warmup_steps: Annotated[int, Range(ge=0)] = 50  # linear warm-up, then cosine decay to min_lr_ratio * lr
+    min_lr_ratio: Annotated[float, Range(ge=0, le=1)] = 0.01
+    grad_clip: Annotated[float, Range(ge=0)] = 10.0  # max gradient norm; 0 disables
+    label_fraction: Annotated[float, Range(gt=0, le=1)] = 1.0  # train on this fraction of the labelled scans
     seed: int = 0
-    log_every: int = 10
-    val_every: int = 0  # steps between validations; 0 = only at the end
-    val_max_scans: int = 0  # scans per intermediate validation; 0 = all
-    checkpoint_every: int = 100
+    log_every: Annotated[int, Range(ge=1)] = 10
+    val_every: Annotated[int, Range(ge=0)] = 0  # steps between validations; 0 = only at the end
+    val_max_scans: Annotated[int, Range(ge=0)] = 0  # scans per intermediate validation (and "best"); 0 = all
+    key_metric: str = "miou"  # the evaluator's metric that picks best.pt
+    key_metric_mode: Literal["max", "min"] = "max"
+    checkpoint_every: Annotated[int, Range(ge=0)] = 100
+    hooks: list[Component] = field(default_factory=list)  # more hooks (HOOKS registry), e.g. EMAHook
+    check_data: Literal["full", "sizes"] = "full"  # read every scan before training, or only check sizes
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # CPU threads for torch and MinkowskiEngine; 1 makes CPU runs repeatable; 0 = defaults
+    threads: Annotated[int, Range(ge=0)] = 0  # CPU threads for torch and ME; 1 makes CPU runs repeatable; 0 = defaults
     progress: bool = True
 
 
@@ -59,14 +75,19 @@ class FinetuneConfig:
     model: Component
     data: DataSection
     train: TrainSection = field(default_factory=TrainSection)
+    evaluator: Component = field(default_factory=lambda: {"type": "SemanticEvaluator"}, metadata={"inject": ("labels",)})
     output_dir: str = "runs/finetune"
 
 
 def resolve(path: str, overrides: list[str]) -> dict:
     import voxseg.data.dataset  # noqa: F401  (register datasets and transforms)
-    import voxseg.models  # noqa: F401  (register backbones and heads)
+    import voxseg.evaluation  # noqa: F401  (register evaluators)
+    import voxseg.models  # noqa: F401  (register backbones, heads, losses, models)
 
-    return cfglib.validate(cfglib.load(path, overrides), FinetuneConfig)
+    loaded = cfglib.load(path, overrides)
+    if isinstance(loaded.data.get("model"), dict):  # a config written before heads were separate
+        loaded.data["model"] = checkpoint.migrate_model_config(loaded.data["model"])
+    return cfglib.validate(loaded, FinetuneConfig)
 
 
 def select_subset(names: list[str], fraction: float, seed: int) -> list[int]:
@@ -77,14 +98,11 @@ def select_subset(names: list[str], fraction: float, seed: int) -> list[int]:
     return sorted(np.random.default_rng(seed).choice(len(names), size=count, replace=False).tolist())
 
 
-def lr_lambda(warmup: int, total: int, min_ratio: float):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
+def seed_everything(seed: int) -> None:
+    """torch (CPU and every CUDA device), numpy's and Python's global generators."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
 
 
 def pick_device(name: str) -> torch.device:
@@ -102,70 +120,116 @@ def build_datasets(cfg: dict):
     return DATASETS.build(data["train"], **common), DATASETS.build(data["val"], **common)
 
 
-def run(cfg: dict, resume: bool = False, pretrained: str | None = None) -> dict:
-    """Fine-tune as `cfg` (resolved) says; returns the final metrics."""
-    train_cfg = cfg["train"]
-    out = Path(cfg["output_dir"])
-    ckpt_dir = out / "checkpoints"
-    if not resume and (ckpt_dir / "last.pt").exists():
+def check_output_dir(out: Path, resume: bool) -> None:
+    """The output folder can hold this run: not a file, and a new run does not overwrite one."""
+    if out.exists() and not out.is_dir():
+        raise VoxsegError(f"{out}: output_dir is a file, not a folder")
+    last = out / "checkpoints" / "last.pt"
+    if resume and not last.is_file():
+        raise VoxsegError(f"{last}: no checkpoint to resume (run without --resume to start this run)")
+    if not resume and last.exists():
         raise VoxsegError(f"{out}: holds a run already; pass --resume to continue it or choose another output_dir")
-    if train_cfg["threads"]:
-        sparse.set_threads(train_cfg["threads"])
-    torch.manual_seed(train_cfg["seed"])
-    device = pick_device(train_cfg["device"])
 
-    train_set, val_set = build_datasets(cfg)
-    model = MODELS.build(cfg["model"]).to(device)
-    labels = train_set.label_config
-    if getattr(model, "num_classes", labels.num_classes) != labels.num_classes:
-        raise ConfigError(
-            f"model.num_classes is {model.num_classes} but {labels.path} defines {labels.num_classes} evaluated classes"
-        )
+
+def make_output_dir(out: Path) -> None:
+    """Create the output folder and prove it writable, with one clear line if not."""
+    try:
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise VoxsegError(f"{out}: cannot write the output folder ({exc.strerror or exc})") from None
+
+
+def check_resume_config(saved: dict, current: dict, path: Path, allow_change: bool) -> None:
+    """A resumed run continues the saved run: its model may not change, and any other change
+    (but RUNTIME_KEYS) needs `allow_change`."""
+    differ = [k for k in checkpoint.config_differences(saved, current) if not k.startswith(RUNTIME_KEYS)]
+    model = [k for k in differ if k.startswith("model.") or k.endswith(".features")]
+    if model:
+        raise VoxsegError(f"{path}: the config changes the model ({', '.join(model)}); "
+                          "a resumed run cannot, start a new run (--pretrained loads the backbone)")
+    if differ and not allow_change:
+        raise VoxsegError(f"{path}: the config differs from the run's in {', '.join(differ)}; "
+                          "pass --allow-config-change to resume with it anyway")
+
+
+def check_model(model: torch.nn.Module, labels, train_set, evaluator, train_cfg: dict) -> None:
+    classes = getattr(model, "num_classes", None)
+    if classes is not None and classes != labels.num_classes:
+        raise ConfigError(f"model: heads predict {classes} classes but {labels.path} defines "
+                          f"{labels.num_classes} evaluated classes")
     in_channels = model.backbone.in_channels
     if in_channels != train_set.in_channels:
         raise ConfigError(f"model.backbone.in_channels is {in_channels} but data.train.features gives {train_set.in_channels}")
+    metrics = getattr(type(evaluator), "METRICS", ())
+    if train_cfg["key_metric"] not in metrics:
+        raise ConfigError(f"train.key_metric: {type(evaluator).__name__} has no metric {train_cfg['key_metric']!r}; "
+                          f"choose from {', '.join(metrics)}")
 
-    subset_file = out / "label_subset.txt"
+
+def run(cfg: dict, resume: bool = False, pretrained: str | None = None, allow_config_change: bool = False) -> dict:
+    """Fine-tune as `cfg` (resolved) says; returns the final validation metrics."""
+    train_cfg = cfg["train"]
+    out = Path(cfg["output_dir"])
+    ckpt_dir = out / "checkpoints"
+    check_output_dir(out, resume)
+    saved = None
+    if resume:
+        saved = checkpoint.load(ckpt_dir / "last.pt")
+        check_resume_config(saved["config"], cfg, ckpt_dir / "last.pt", allow_config_change)
+    if pretrained and not Path(pretrained).is_file():
+        raise VoxsegError(f"{pretrained}: pretrained checkpoint not found")
+    if train_cfg["threads"]:
+        sparse.set_threads(train_cfg["threads"])
+    seed_everything(train_cfg["seed"])
+    device = pick_device(train_cfg["device"])
+
+    train_set, val_set = build_datasets(cfg)
+    labels = train_set.label_config
+    model = MODELS.build(cfg["model"]).to(device)
+    make_evaluator = lambda: EVALUATORS.build(cfg["evaluator"], labels=labels)  # noqa: E731
+    check_model(model, labels, train_set, make_evaluator(), train_cfg)
+
     names = [train_set.name(i) for i in range(len(train_set))]
+    subset_file = out / "label_subset.txt"
     if resume and subset_file.exists():
         wanted = set(subset_file.read_text().split())
         subset = [i for i, n in enumerate(names) if n in wanted]
     else:
         subset = select_subset(names, train_cfg["label_fraction"], train_cfg["seed"])
+    if train_cfg["batch_size"] > len(subset):
+        raise ConfigError(f"train.batch_size {train_cfg['batch_size']} exceeds the {len(subset)} labelled training scans")
+    full = train_cfg["check_data"] == "full"
+    train_set.check(full=full, progress=train_cfg["progress"], indices=subset)
+    val_set.check(full=full, progress=train_cfg["progress"])
+
+    # every check passed: from here on the run writes
+    make_output_dir(out)
+    cfglib.dump(cfg, out / "config.yaml")
+    if not (resume and subset_file.exists()):
         atomic.write_text(subset_file, "".join(f"{names[i]}\n" for i in subset))
     labelled = LabelledSubset(train_set, subset)
-    if train_cfg["batch_size"] > len(labelled):
-        raise ConfigError(f"train.batch_size {train_cfg['batch_size']} exceeds the {len(labelled)} labelled training scans")
     train_set.seed = train_cfg["seed"]
-
     sampler = EpochSampler(len(labelled), train_cfg["seed"])
     loader = DataLoader(labelled, batch_size=train_cfg["batch_size"], sampler=sampler,
                         num_workers=train_cfg["num_workers"], collate_fn=collate, drop_last=True,
-                        persistent_workers=False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if train_cfg["optimizer"] == "sgd":
-        optimizer = torch.optim.SGD(params, lr=train_cfg["lr"], momentum=train_cfg["momentum"],
-                                    weight_decay=train_cfg["weight_decay"], nesterov=True)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(train_cfg["warmup_steps"], train_cfg["max_steps"], train_cfg["min_lr_ratio"])
-    )
-
+                        persistent_workers=False, pin_memory=device.type == "cuda",
+                        generator=torch.Generator(), worker_init_fn=ignore_in_worker)
+    optimizer = build_optimizer(model, train_cfg)
+    scheduler = build_scheduler(optimizer, train_cfg)
     hooks = [
         ProgressBarHook(enabled=train_cfg["progress"]),
         TensorBoardHook(out / "tb", every=train_cfg["log_every"]),
-        ValidationHook(val_set, labels, train_cfg["val_every"], ckpt_dir, out / "metrics.json", cfg,
-                       train_cfg["val_max_scans"]),
-        CheckpointHook(ckpt_dir, cfg, every=train_cfg["checkpoint_every"]),
+        ValidationHook(val_set, make_evaluator, train_cfg["val_every"], ckpt_dir, out / "metrics.json", cfg,
+                       train_cfg["key_metric"], train_cfg["key_metric_mode"], train_cfg["val_max_scans"]),
+        *[HOOKS.build(h) for h in train_cfg["hooks"]],
+        CheckpointHook(ckpt_dir, cfg, every=train_cfg["checkpoint_every"]),  # last: saves what the others did
     ]
     trainer = Trainer(model, optimizer, scheduler, loader, sampler, train_cfg["max_steps"], device, hooks,
-                      train_cfg["grad_clip"])
-
-    cfglib.dump(cfg, out / "config.yaml")
-    if resume:
-        state = checkpoint.load(ckpt_dir / "last.pt")
-        checkpoint.restore(trainer, state)
+                      train_cfg["grad_clip"], seed=train_cfg["seed"], work_dir=out, config=cfg)
+    if saved is not None:
+        checkpoint.restore(trainer, saved)
         print(f"resumed {out} at step {trainer.step}")
     elif pretrained:
         report = checkpoint.load_backbone(model.backbone, pretrained)

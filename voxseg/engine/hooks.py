@@ -1,4 +1,9 @@
-"""Training hooks: progress bar, TensorBoard scalars, periodic validation, checkpoints."""
+"""Training hooks: progress bar, TensorBoard scalars, validation, EMA of weights, checkpoints.
+
+The trainer's standard hooks are built from `train.*` settings; more come from YAML
+(`train.hooks: [{type: EMAHook, momentum: 0.999}]`, any class registered in HOOKS). A hook
+finds the run's folder and config on the trainer (`trainer.work_dir`, `trainer.config`).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,31 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Annotated, Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from voxseg import atomic
+from voxseg.config import Range
 from voxseg.engine import checkpoint
+from voxseg.engine.ema import ModelEMA
 from voxseg.engine.inference import predict
 from voxseg.engine.trainer import Hook, Trainer
-from voxseg.evaluation import SemanticEvaluator, format_table
+from voxseg.registry import HOOKS
 
 
+def loss_terms(outputs: dict) -> dict[str, float]:
+    """The scalar `loss*` entries (and `grad_norm`) of a model's outputs, as floats."""
+    return {k: float(v.detach()) for k, v in outputs.items()
+            if (k.startswith("loss") or k == "grad_norm") and torch.is_tensor(v) and v.numel() == 1}
+
+
+@HOOKS.register()
 class ProgressBarHook(Hook):
-    """A tqdm bar over the optimizer steps showing the loss, learning rate and last val mIoU."""
+    """A tqdm bar over the optimizer steps showing every loss term, the learning rate and the
+    last validation's key metric."""
 
     def __init__(self, every: int = 1, enabled: bool = True):
         self.every, self.enabled, self.bar = every, enabled, None
@@ -32,22 +48,27 @@ class ProgressBarHook(Hook):
     def after_step(self, trainer: Trainer, outputs: dict) -> None:
         self.bar.update(1)
         if trainer.step % self.every == 0:
-            self.postfix["loss"] = f"{outputs['loss'].item():.3f}"
+            for key, value in loss_terms(outputs).items():
+                self.postfix[key.removeprefix("loss_") if key != "loss" else key] = f"{value:.3f}"
             self.postfix["lr"] = f"{trainer.optimizer.param_groups[0]['lr']:.2e}"
             self.bar.set_postfix(self.postfix, refresh=False)
 
     def log(self, trainer: Trainer, scalars: dict[str, float]) -> None:
-        if "val/miou" in scalars:
-            self.postfix["val_miou"] = f"{100 * scalars['val/miou']:.1f}"
+        key = trainer.state.get("key_metric")
+        if key and f"val/{key}" in scalars:
+            self.postfix[f"val_{key}"] = f"{scalars[f'val/{key}']:.4g}"
 
     def after_train(self, trainer: Trainer) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
     on_interrupt = after_train
 
 
+@HOOKS.register()
 class TensorBoardHook(Hook):
-    """Scalars under `log_dir`: every loss part each `every` steps, learning rate, validation."""
+    """Scalars under `log_dir`: every loss term averaged over `every` steps, the learning rate of
+    each parameter group, seconds per step, and whatever other hooks log (validation)."""
 
     def __init__(self, log_dir: str | Path, every: int = 10):
         from torch.utils.tensorboard import SummaryWriter
@@ -59,14 +80,14 @@ class TensorBoardHook(Hook):
         self.tick = time.perf_counter()
 
     def after_step(self, trainer: Trainer, outputs: dict) -> None:
-        for key, value in outputs.items():
-            if (key.startswith("loss") or key == "grad_norm") and torch.is_tensor(value) and value.numel() == 1:
-                self.sums[key] = self.sums.get(key, 0.0) + float(value.detach())
+        for key, value in loss_terms(outputs).items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
         self.count += 1
         if trainer.step % self.every == 0:
             now = time.perf_counter()
             scalars = {f"train/{k}": v / self.count for k, v in self.sums.items()}
-            scalars["train/lr"] = trainer.optimizer.param_groups[0]["lr"]
+            for i, group in enumerate(trainer.optimizer.param_groups):
+                scalars[f"train/lr/{group.get('name', i)}"] = group["lr"]
             scalars["train/seconds_per_step"] = (now - self.tick) / self.count
             trainer.log(scalars)
             self.sums, self.count, self.tick = {}, 0, now
@@ -74,6 +95,13 @@ class TensorBoardHook(Hook):
     def log(self, trainer: Trainer, scalars: dict[str, float]) -> None:
         for key, value in scalars.items():
             self.writer.add_scalar(key, value, trainer.step)
+        self.writer.flush()
+
+    def state_dict(self) -> dict:
+        return {"sums": dict(self.sums), "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums, self.count = dict(state["sums"]), state["count"]
 
     def after_train(self, trainer: Trainer) -> None:
         self.writer.close()
@@ -82,14 +110,17 @@ class TensorBoardHook(Hook):
 
 
 class CheckpointHook(Hook):
-    """`last.pt` every `every` steps, at the end, and on Ctrl-C, so a run never loses more than
-    `every` steps."""
+    """`last.pt` every `every` steps, at the end, and on Ctrl-C / SIGTERM (between steps), so a
+    run never loses more than `every` steps. Removes temp files of writes killed earlier."""
 
     def __init__(self, directory: str | Path, config: dict, every: int = 200):
         self.directory, self.config, self.every = Path(directory), config, every
 
     def save(self, trainer: Trainer) -> None:
         checkpoint.save(self.directory / "last.pt", trainer, self.config)
+
+    def before_train(self, trainer: Trainer) -> None:
+        atomic.clean_stale(self.directory)
 
     def after_step(self, trainer: Trainer, outputs: dict) -> None:
         if self.every and trainer.step % self.every == 0:
@@ -104,45 +135,98 @@ class CheckpointHook(Hook):
 
 
 class ValidationHook(Hook):
-    """Per-point semantic metrics on the validation set every `every` steps and at the end.
+    """Validation every `every` steps and at the end; keeps `best.pt` by the key metric.
 
-    Keeps `best.pt` (highest mIoU) and writes the final metrics to `metrics_path` (JSON).
-    `max_scans` > 0 evaluates that many scans, evenly spread, at intermediate validations; the
-    final validation always uses every scan.
+    `max_scans` > 0 validates that many scans, evenly spread and always the same ones, at
+    intermediate validations. Every validation that decides "best" scores those same scans:
+    the final validation scores every scan for metrics.json and, in the same pass, the subset
+    for the best-checkpoint decision.
     """
 
-    def __init__(self, dataset, labels, every: int, checkpoint_dir: str | Path, metrics_path: str | Path,
-                 config: dict, max_scans: int = 0):
-        self.dataset, self.labels, self.every, self.max_scans = dataset, labels, every, max_scans
+    def __init__(self, dataset, make_evaluator: Callable, every: int, checkpoint_dir: str | Path,
+                 metrics_path: str | Path, config: dict, key_metric: str = "miou", mode: str = "max",
+                 max_scans: int = 0):
+        self.dataset, self.make_evaluator, self.every = dataset, make_evaluator, every
+        self.key_metric, self.mode = key_metric, mode
         self.checkpoint_dir, self.metrics_path, self.config = Path(checkpoint_dir), Path(metrics_path), config
+        n = len(dataset)
+        self.subset = (np.linspace(0, n - 1, max_scans).round().astype(int).tolist()
+                       if 0 < max_scans < n else list(range(n)))
 
-    def validate(self, trainer: Trainer, full: bool) -> dict:
-        indices = None
-        if not full and self.max_scans and self.max_scans < len(self.dataset):
-            indices = np.linspace(0, len(self.dataset) - 1, self.max_scans).round().astype(int)
-        evaluator = SemanticEvaluator(self.labels)
-        for _, pred, sample in predict(trainer.model, self.dataset, trainer.device, indices):
-            evaluator.add_train(pred, sample["segment"])
-        result = evaluator.result()
-        trainer.log({"val/miou": result["miou"], "val/accuracy": result["accuracy"],
-                     **{f"val_iou/{k}": v for k, v in result["iou_per_class"].items()}})
+    def _better(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value > best if self.mode == "max" else value < best
+
+    def validate(self, trainer: Trainer, final: bool) -> dict:
+        indices = range(len(self.dataset)) if final else self.subset
+        whole, subset = self.make_evaluator(), self.make_evaluator()
+        chosen = set(self.subset)
+        for index, (_, pred, sample) in zip(indices, predict(trainer.model, self.dataset, trainer.device, indices)):
+            if index in chosen:
+                subset.add(pred, sample)
+            if final:
+                whole.add(pred, sample)
+        scored = subset.result()
+        result = whole.result() if final else scored
+        trainer.log({f"val/{k}": float(result[k]) for k in type(subset).METRICS})
+        trainer.log({f"val_{k}/{name}": float(v) for k, table in result.items() if isinstance(table, dict)
+                     for name, v in table.items() if isinstance(v, float)})
         trainer.state["last_val"] = {"step": trainer.step, **result}
-        if result["miou"] > trainer.state.get("best_miou", -math.inf):
-            trainer.state.update(best_miou=result["miou"], best_step=trainer.step)
+        value = float(scored[self.key_metric])
+        if self._better(value, trainer.state.get("best")):
+            trainer.state.update(best=value, best_step=trainer.step)
             checkpoint.save(self.checkpoint_dir / "best.pt", trainer, self.config)
         return result
 
+    def before_train(self, trainer: Trainer) -> None:
+        trainer.state["key_metric"] = self.key_metric
+
     def after_step(self, trainer: Trainer, outputs: dict) -> None:
         if self.every and trainer.step % self.every == 0 and trainer.step < trainer.max_steps:
-            self.validate(trainer, full=False)
+            self.validate(trainer, final=False)
 
     def after_train(self, trainer: Trainer) -> None:
-        result = self.validate(trainer, full=True)
-        print(format_table(result))
+        result = self.validate(trainer, final=True)
+        summary = getattr(self.make_evaluator(), "summary", None)
+        if summary:
+            print(summary(result))
         metrics = {
             "step": trainer.step,
-            "best_miou": trainer.state["best_miou"],
+            "key_metric": self.key_metric,
+            f"best_{self.key_metric}": trainer.state["best"],
             "best_step": trainer.state["best_step"],
+            "best_scored_scans": len(self.subset),
             **result,
         }
         atomic.write_text(self.metrics_path, json.dumps(metrics, indent=2) + "\n")
+
+
+@HOOKS.register()
+class EMAHook(Hook):
+    """An exponential moving average of the model's weights (voxseg.engine.ema), updated after
+    every step, kept in every checkpoint, and written as `checkpoints/ema.pt` (a model checkpoint
+    that tools/infer.py reads) at the end."""
+
+    def __init__(self, momentum: Annotated[float, Range(ge=0, le=1)] = 0.999):
+        self.momentum = momentum
+        self.ema: ModelEMA | None = None
+        self._restored: dict | None = None  # EMA weights from a checkpoint, applied at before_train
+
+    def before_train(self, trainer: Trainer) -> None:
+        self.ema = ModelEMA(trainer.model, self.momentum)
+        if self._restored is not None:
+            self.ema.module.load_state_dict(self._restored)
+
+    def after_step(self, trainer: Trainer, outputs: dict) -> None:
+        self.ema.update(trainer.model)
+
+    def state_dict(self) -> dict:
+        return {"model": self.ema.module.state_dict()} if self.ema is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._restored = state.get("model")
+
+    def after_train(self, trainer: Trainer) -> None:
+        atomic.torch_save({"format": checkpoint.FORMAT, "step": trainer.step, "config": trainer.config,
+                           "model": self.ema.module.state_dict()}, Path(trainer.work_dir) / "checkpoints" / "ema.pt")

@@ -18,6 +18,7 @@ import numpy as np
 from voxseg.data import semantic_kitti as sk
 from voxseg.data.labels import LabelConfig
 from voxseg.errors import DataFormatError
+from voxseg.registry import EVALUATORS
 
 
 class ConfusionMatrix:
@@ -56,12 +57,26 @@ class ConfusionMatrix:
         return float(tp.sum() / total) if total else 0.0
 
 
+@EVALUATORS.register()
 class SemanticEvaluator:
-    """Accumulates raw-id predictions and labels of scans under a label config."""
+    """Accumulates raw-id predictions and labels of scans under a label config.
+
+    As a training evaluator (`evaluator: {type: SemanticEvaluator}`): add(pred, sample) takes a
+    model's per-point predictions (`pred["segment"]`, train ids) and the sample's `segment`;
+    result() gives the scalar METRICS and per-class tables; summary(result) a printable table.
+    """
+
+    METRICS = ("miou", "accuracy")
 
     def __init__(self, labels: LabelConfig):
         self.labels = labels
         self.confusion = ConfusionMatrix(labels.num_learn_classes, labels.ignored)
+
+    def add(self, pred: dict, sample: dict) -> None:
+        self.add_train(np.asarray(pred["segment"]), np.asarray(sample["segment"]))
+
+    def summary(self, result: dict) -> str:
+        return format_table(result)
 
     def add_raw(self, pred_raw: np.ndarray, gt_raw: np.ndarray) -> None:
         """Raw SemanticKITTI ids (upper 16 instance bits are dropped), as .label files hold them."""

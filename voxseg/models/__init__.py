@@ -1,6 +1,7 @@
-"""Backbones and heads. Importing this package registers them for YAML configs."""
+"""Backbones, heads, losses and the Segmentor that joins them. Importing this package registers
+them for YAML configs."""
 
-from voxseg.models import backbones, heads  # noqa: F401
+from voxseg.models import backbones, heads, losses, segmentor  # noqa: F401
 from voxseg.registry import MODELS
 
 

@@ -4,17 +4,21 @@ Choy, Gwak, Savarese, "4D Spatio-Temporal ConvNets: Minkowski Convolutional Neur
 CVPR 2019. A family is a base class plus one-line subclasses that set the residual BLOCK, the
 number of blocks per stage (LAYERS, encoder then decoder) and the stage widths (PLANES).
 
-The backbone takes a batch of points, voxelizes it (voxseg.sparse), runs the UNet on the voxels
-and returns one feature vector per input point. Unlike the example, it has no final 1x1
-classifier: heads add their own.
+The backbone takes a batch of points, voxelizes it once (voxseg.sparse), runs the UNet on the
+voxels and returns a BackboneOutput: the stride-1 voxel features, the point field and the map
+between them. Unlike the example, it has no final 1x1 classifier: heads add their own.
 """
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import torch
 import torch.nn as nn
 
 from voxseg import sparse  # first: imports MinkowskiEngine with its CPU-only warning silenced
+from voxseg.config import Range
+from voxseg.models.backbone_output import BackboneOutput
 from voxseg.registry import BACKBONES
 from voxseg.sparse import ME
 
@@ -28,10 +32,11 @@ class MinkUNetBase(nn.Module):
     INIT_DIM = 32
     D = 3
 
-    def __init__(self, in_channels: int = 1, voxel_size: float = 0.1, bn_momentum: float = 0.1):
+    def __init__(self, in_channels: Annotated[int, Range(ge=1)] = 1, voxel_size: Annotated[float, Range(gt=0)] = 0.1,
+                 bn_momentum: Annotated[float, Range(ge=0, le=1)] = 0.1):
         """in_channels: per-point input features; voxel_size: metres per voxel edge."""
         super().__init__()
-        if in_channels < 1 or voxel_size <= 0:
+        if in_channels < 1 or not voxel_size > 0:
             raise ValueError(f"need in_channels >= 1 and voxel_size > 0, got {in_channels}, {voxel_size}")
         self.in_channels = in_channels
         self.voxel_size = voxel_size
@@ -89,12 +94,14 @@ class MinkUNetBase(nn.Module):
             out = block(ME.cat(up(out), skips.pop()))
         return out
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per-point features (N, out_channels) for a collated batch (keys coord, feat, batch)."""
+    def forward(self, batch: dict[str, torch.Tensor]) -> BackboneOutput:
+        """Voxel features at stride 1 and the point <-> voxel map, for a collated batch (keys
+        coord, feat, batch)."""
+        if batch["feat"].shape[1] != self.in_channels:
+            raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, got {batch['feat'].shape[1]}")
         field = sparse.to_field(batch["coord"], batch["feat"], batch["batch"], self.voxel_size)
-        if field.F.shape[1] != self.in_channels:
-            raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, got {field.F.shape[1]}")
-        return self.forward_sparse(field.sparse()).slice(field).F
+        voxel = self.forward_sparse(field.sparse())
+        return BackboneOutput(voxel=voxel, field=field, inverse=field.inverse_mapping(voxel.coordinate_map_key).long())
 
 
 class MinkUNet14(MinkUNetBase):

@@ -2,39 +2,30 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from voxseg.config import Component
-from voxseg.registry import BACKBONES, MODELS
+from voxseg.config import Range
+from voxseg.models.backbone_output import BackboneOutput
+from voxseg.registry import HEADS
 
 
-@MODELS.register()
+@HEADS.register()
 class SemanticHead(nn.Module):
-    """Backbone + linear classifier, trained with cross-entropy over points (ignore_index -1).
+    """Class logits per point. Outputs {"logits" (N, K)}; predicts {"segment" (N,) train ids,
+    "segment_logits" (N, K)}. Trained by a loss on "logits" (CrossEntropyLoss)."""
 
-    forward(batch) returns, in training, {"loss", "loss_ce"}; in evaluation {"logits" (N, K),
-    "pred" (N,)} plus the losses when the batch carries `segment` labels.
-    """
-
-    def __init__(self, backbone: Component, num_classes: int, dropout: float = 0.0, label_smoothing: float = 0.0):
+    def __init__(self, in_channels: int, num_classes: Annotated[int, Range(ge=1)],
+                 dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0):
         super().__init__()
-        self.backbone = BACKBONES.build(backbone)
         self.num_classes = num_classes
-        self.label_smoothing = label_smoothing
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.classifier = nn.Linear(self.backbone.out_channels, num_classes)
+        self.classifier = nn.Linear(in_channels, num_classes)
 
-    def forward(self, batch: dict) -> dict:
-        logits = self.classifier(self.dropout(self.backbone(batch)))
-        out = {}
-        if "segment" in batch:
-            if (batch["segment"] >= 0).any():
-                loss = F.cross_entropy(logits, batch["segment"], ignore_index=-1, label_smoothing=self.label_smoothing)
-            else:  # every point ignored: a zero loss that keeps the graph, not 0/0
-                loss = logits.sum() * 0.0
-            out.update(loss=loss, loss_ce=loss.detach())
-        if not self.training:
-            out.update(logits=logits, pred=logits.argmax(dim=1))
-        return out
+    def forward(self, features: BackboneOutput, batch: dict) -> dict:
+        return {"logits": self.classifier(self.dropout(features.point))}
+
+    def predict(self, outputs: dict, features: BackboneOutput, batch: dict) -> dict:
+        return {"segment": outputs["logits"].argmax(dim=1), "segment_logits": outputs["logits"]}

@@ -1,0 +1,97 @@
+"""Engine parts: EMA of weights, parameter groups, deferred interrupts, config comparison."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+import torch
+import torch.nn as nn
+
+from voxseg.engine import checkpoint
+from voxseg.engine.ema import ModelEMA
+from voxseg.engine.interrupt import deferred_interrupts
+from voxseg.engine.optim import build_optimizer, build_scheduler, param_groups
+from voxseg.errors import ConfigError
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+
+
+def test_ema_update_is_the_momentum_average():
+    model = small_net()
+    ema = ModelEMA(model, momentum=0.9)
+    before = {k: v.clone() for k, v in ema.module.state_dict().items()}
+    model.train()
+    model(torch.randn(8, 3)).sum().backward()  # updates the student's BN statistics
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model)
+    after, student = ema.module.state_dict(), model.state_dict()
+    for key, value in after.items():
+        if value.is_floating_point():
+            expected = before[key].clone().mul_(0.9).add_(student[key], alpha=0.1)
+            assert torch.equal(value, expected), key
+        else:  # num_batches_tracked is copied
+            assert torch.equal(value, student[key]), key
+    assert after["1.num_batches_tracked"].item() == 1
+    assert not any(p.requires_grad for p in ema.module.parameters())
+    ema.train()
+    assert not ema.module.training  # the average stays in evaluation mode
+
+
+def test_ema_does_not_share_storage_with_the_student():
+    model = small_net()
+    ema = ModelEMA(model, momentum=0.5)
+    model.train()
+    model(torch.randn(8, 3))  # student forward: its BN statistics move, the EMA's do not
+    assert not torch.equal(model[1].running_mean, ema.module[1].running_mean)
+    assert torch.equal(ema.module[1].running_mean, torch.zeros(4))
+    with pytest.raises(ValueError, match="momentum"):
+        ModelEMA(model, momentum=1.5)
+
+
+def test_param_groups_by_pattern():
+    model = small_net()
+    groups = param_groups(model, [{"params": "0.*", "lr": 0.1}, {"params": "*.bias", "weight_decay": 0.0}],
+                          lr=1.0, weight_decay=0.5)
+    assert [g["name"] for g in groups] == ["0.*", "*.bias", "default"]
+    assert [len(g["params"]) for g in groups] == [2, 2, 2]  # 0.weight/0.bias; 1.bias, 3.bias; 1.weight, 3.weight
+    assert groups[1]["params"][0] is model[1].bias and groups[2]["params"][1] is model[3].weight
+    assert [(g["lr"], g["weight_decay"]) for g in groups] == [(0.1, 0.5), (1.0, 0.0), (1.0, 0.5)]
+    with pytest.raises(ConfigError, match=r"train.param_groups.1.params: 'head.\*' matches no trainable parameter"):
+        param_groups(model, [{"params": "0.*"}, {"params": "head.*"}], lr=1.0, weight_decay=0.0)
+
+
+def test_schedule_scales_each_group():
+    model = small_net()
+    train = {"param_groups": [{"params": "0.*", "lr": 0.01}], "lr": 0.1, "weight_decay": 0.0, "optimizer": "adamw",
+             "warmup_steps": 2, "max_steps": 10, "min_lr_ratio": 0.0}
+    optimizer = build_optimizer(model, train)
+    scheduler = build_scheduler(optimizer, train)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.005, 0.05])  # warm-up step 1 of 2
+    for _ in range(6):
+        optimizer.step()
+        scheduler.step()
+    ratio = optimizer.param_groups[0]["lr"] / optimizer.param_groups[1]["lr"]
+    assert ratio == pytest.approx(0.1)
+
+
+def test_interrupts_are_deferred_then_forced():
+    original = signal.getsignal(signal.SIGINT)
+    with deferred_interrupts() as stop:
+        assert stop.requested is None
+        signal.raise_signal(signal.SIGINT)  # would raise KeyboardInterrupt outside the block
+        assert stop.requested == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM)  # a second signal stops at once
+    assert signal.getsignal(signal.SIGINT) is original
+
+
+def test_config_differences():
+    saved = {"model": {"backbone": {"voxel_size": 0.1}}, "train": {"lr": 1.0, "seed": 0}, "x": [1, 2]}
+    current = {"model": {"backbone": {"voxel_size": 0.2}}, "train": {"lr": 1.0}, "x": [1, 3], "new": 1}
+    assert checkpoint.config_differences(saved, current) == ["model.backbone.voxel_size", "new", "train.seed", "x"]

@@ -1,0 +1,46 @@
+"""Exponential moving average of a model's weights: a momentum teacher (ISCC, BYOL, MoCo) or
+weight averaging for evaluation.
+
+    ema = ModelEMA(model, momentum=0.999)
+    ... optimizer.step(); ema.update(model)
+
+After update: p_ema <- m * p_ema + (1 - m) * p for every floating-point parameter and buffer
+(batch-norm running statistics included, as timm's ModelEmaV2); integer buffers (batch-norm's
+`num_batches_tracked`) are copied. The averaged copy never takes gradients, and the student's
+forward passes never touch its batch-norm statistics: it is a separate module.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+
+class ModelEMA(nn.Module):
+    def __init__(self, model: nn.Module, momentum: float = 0.999):
+        super().__init__()
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"EMA momentum must be in [0, 1], got {momentum}")
+        self.momentum = momentum
+        self.module = copy.deepcopy(model).eval()
+        self.module.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, momentum: float | None = None) -> None:
+        m = self.momentum if momentum is None else momentum
+        mine = self.module.state_dict()
+        for name, value in model.state_dict().items():
+            target = mine[name]
+            if target.is_floating_point():
+                target.mul_(m).add_(value.detach(), alpha=1.0 - m)
+            else:
+                target.copy_(value)
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def train(self, mode: bool = True) -> "ModelEMA":
+        """The averaged model always stays in evaluation mode."""
+        return super().train(False)
