@@ -39,8 +39,10 @@ def measure(scan: str, voxel_size: float, steps: int, threads: int) -> tuple[flo
         sparse.set_threads(threads)
     points = torch.from_numpy(sk.read_scan(scan))
     torch.manual_seed(0)
-    model = MODELS.build({"type": "SemanticHead", "num_classes": 19,
-                          "backbone": {"type": "MinkUNet14A", "in_channels": 1, "voxel_size": voxel_size}}).to(device)
+    model = MODELS.build({"type": "Segmentor",
+                          "backbone": {"type": "MinkUNet14A", "in_channels": 1, "voxel_size": voxel_size},
+                          "heads": {"semantic": {"type": "SemanticHead", "num_classes": 19}},
+                          "losses": {"ce": {"type": "CrossEntropyLoss", "head": "semantic"}}}).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batch = {"coord": points[:, :3], "feat": points[:, 3:], "batch": torch.zeros(len(points), dtype=torch.long),
              "segment": torch.randint(0, 19, (len(points),))}

@@ -14,7 +14,6 @@ import yaml
 
 from tests.conftest import ROOT
 from voxseg.engine import checkpoint, finetune
-from voxseg.engine.trainer import Trainer
 from voxseg.errors import VoxsegError
 
 CONFIG = ROOT / "configs" / "finetune" / "synthetic_minkunet14a.yaml"
@@ -55,32 +54,6 @@ def test_run_writes_everything(tiny_dataset, tmp_path, monkeypatch):
     assert list((out / "tb").glob("events.out.tfevents.*"))
     with pytest.raises(VoxsegError, match="holds a run already; pass --resume"):
         run(tiny_dataset, out)
-
-
-def test_resume_continues_exactly(tiny_dataset, tmp_path, monkeypatch):
-    """6 steps straight == Ctrl-C after step 3, then --resume (same data order, same weights)."""
-    monkeypatch.chdir(ROOT)
-    settings = {"train.val_every": 0, "train.checkpoint_every": 100}
-    run(tiny_dataset, tmp_path / "straight", **settings)
-
-    original = Trainer.train_step
-
-    def interrupted(trainer, batch):
-        if trainer.step == 3:
-            raise KeyboardInterrupt
-        return original(trainer, batch)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run(tiny_dataset, tmp_path / "split", **settings)
-    assert checkpoint.load(tmp_path / "split" / "checkpoints" / "last.pt")["step"] == 3  # saved on Ctrl-C
-    monkeypatch.setattr(Trainer, "train_step", original)
-    run(tiny_dataset, tmp_path / "split", resume=True, **settings)
-    a = checkpoint.load(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
-    b = checkpoint.load(tmp_path / "split" / "checkpoints" / "last.pt")["model"]
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
 
 
 def test_pretrained_backbone_loading(tiny_dataset, tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ def test_minkunet14_forward_backward_on_each_real_scan(kitti_real):
         assert len(points) > 100_000  # a full HDL-64E sweep
         batch = {"coord": points[:, :3], "feat": points[:, 3:], "batch": torch.zeros(len(points), dtype=torch.long)}
         backbone.zero_grad()
-        logits = head(backbone(batch))
+        logits = head(backbone(batch).point)
         assert logits.shape == (len(points), 19)
         loss = torch.nn.functional.cross_entropy(logits, torch.randint(0, 19, (len(points),)))
         loss.backward()

@@ -246,36 +246,55 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie no longer runs
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="workers die with the parent through a Linux prctl")
-def test_cli_killed_takes_its_workers_along_and_reruns(tiny_dataset, reference_run, tmp_path):
-    ref, _ = reference_run
+def gone(pids: list[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(map(alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not any(map(alive, pids))
+
+
+@pytest.fixture
+def two_workers(tiny_dataset, tmp_path):
+    """The CLI with --workers 2 (a process group of its own), once both workers are ready:
+    (the process, its workers' pids, the output root)."""
+    if sys.platform != "linux":
+        pytest.skip("workers die with the parent through a Linux prctl")
     out = tmp_path / "out"
     run = subprocess.Popen([sys.executable, "tools/preprocess.py", "--dataset", str(tiny_dataset), "--sequences",
                             "00", "01", "--out", str(out), "--workers", "2", "--no-progress", *SMALL], cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline, workers = time.monotonic() + 60, []
     try:
         while len(workers) < 2:
-            assert run.poll() is None, run.stderr.read().decode()
+            assert run.poll() is None, run.stderr.read()
             assert time.monotonic() < deadline, "the two workers did not start"
             time.sleep(0.05)
             workers = [pid for pid in children(run.pid) if is_ready_worker(pid)]
-        for pid in workers:  # stopped mid-window: they cannot leave on their own (broken pipe to the parent)
-            os.kill(pid, signal.SIGSTOP)
-        run.kill()
-        run.wait()
-        deadline = time.monotonic() + 2
-        while any(map(alive, workers)) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not any(map(alive, workers))
+        yield run, workers, out
     finally:
         run.kill()
-        run.wait()
-        run.stderr.close()
+        run.communicate()
         for pid in filter(alive, workers):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_killed_cli_takes_its_workers_along_and_reruns(two_workers, tiny_dataset, reference_run):
+    run, workers, out = two_workers
+    for pid in workers:  # stopped mid-window, they cannot leave on their own (broken pipe to the parent)
+        os.kill(pid, signal.SIGSTOP)
+    run.kill()
+    run.wait()
+    assert gone(workers, 2)
     summary = pipeline.run(tiny_dataset, ["00", "01"], cfg(), out=out, progress=False)
-    assert summary.sequences["00"]["status"] == "complete" and outputs(out) == outputs(ref)
+    assert summary.sequences["00"]["status"] == "complete" and outputs(out) == outputs(reference_run[0])
+
+
+def test_ctrl_c_stops_the_workers_quietly(two_workers):
+    run, workers, _ = two_workers
+    os.killpg(run.pid, signal.SIGINT)  # as the terminal does: to the whole process group
+    _, stderr = run.communicate(timeout=30)
+    assert run.returncode == 130 and stderr == "interrupted\n"
+    assert gone(workers, 2)
 
 
 def test_cli_on_real_scans_with_estimated_poses(kitti_real, tmp_path):

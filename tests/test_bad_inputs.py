@@ -1,0 +1,238 @@
+"""Bad inputs and hostile conditions: one `error: FILE: problem` line (exit 2) before anything is
+written, or a run that keeps what it had. One test per case found by trying voxseg as a new user."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.conftest import ROOT
+from tests.test_finetune import CONFIG, overrides
+from voxseg.data import semantic_kitti as sk
+from voxseg.engine import checkpoint, finetune
+from voxseg.errors import ConfigError, DataFormatError, VoxsegError
+
+
+@pytest.fixture
+def dataset_copy(tiny_dataset, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(tiny_dataset, root)
+    return root
+
+
+def resolve(root, out, **extra):
+    return finetune.resolve(str(CONFIG), overrides(root, out, **extra))
+
+
+def scan(root, sequence, frame):
+    return sk.scan_path(root, sequence, f"{frame:06d}")
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def one_error_line(done, *fragments):
+    """Exit 2 and one `error:` line, the last one (a progress bar may come before it)."""
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+    assert sum(line.startswith("error") for line in lines) == 1, done.stderr
+    for fragment in fragments:
+        assert fragment in done.stderr, done.stderr
+
+
+# ------------------------------------------------------------------------------ scans
+@pytest.mark.parametrize("sequence", ["00", "01"])  # a training scan, a validation scan
+def test_truncated_scan_is_found_before_training(sequence, dataset_copy, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    bad = scan(dataset_copy, sequence, 2)
+    bad.write_bytes(bad.read_bytes()[:-5])
+    with pytest.raises(DataFormatError, match=f"^{bad}: .* not a multiple of 16"):
+        finetune.run(resolve(dataset_copy, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_scan_is_named(dataset_copy, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    bad = scan(dataset_copy, "00", 4)
+    bad.write_bytes(b"")
+    sk.label_path(dataset_copy, "00", "000004").write_bytes(b"")
+    with pytest.raises(DataFormatError, match=f"^{bad}: empty scan"):
+        finetune.run(resolve(dataset_copy, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_nan_intensity_is_named(dataset_copy, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    bad = scan(dataset_copy, "00", 1)
+    points = sk.read_scan(bad)
+    points[7, 3] = np.nan
+    sk.write_scan(bad, points)
+    done = cli("tools/finetune.py", "--config", str(CONFIG), *overrides(dataset_copy, tmp_path / "run"))
+    one_error_line(done, f"{bad}: 1 of {len(points)} points have NaN or infinite intensities")
+    assert not (tmp_path / "run").exists()
+
+
+def test_label_count_mismatch_is_named(dataset_copy, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    label = sk.label_path(dataset_copy, "01", "000000")
+    label.write_bytes(label.read_bytes()[:-8])
+    with pytest.raises(DataFormatError, match=f"^{label}: "):
+        finetune.run(resolve(dataset_copy, tmp_path / "run"))
+
+
+# ----------------------------------------------------------------------------- config
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "train.batch_size: must be >= 1, got 0"),
+    ("model.backbone.voxel_size=0", "model.backbone.voxel_size: must be > 0, got 0"),
+    ("train.lr=.nan", "train.lr: expected a finite number > 0, got nan"),
+    ("train.max_steps=-1", "train.max_steps: must be >= 1, got -1"),
+])
+def test_bad_numbers_are_config_errors(override, message, tmp_path):
+    with pytest.raises(ConfigError) as info:
+        finetune.resolve(str(CONFIG), [override])
+    assert str(info.value) == f"command line: {message}"
+
+
+def test_bad_number_on_the_command_line_is_one_line(tmp_path):
+    one_error_line(cli("tools/finetune.py", "--config", str(CONFIG), "train.batch_size=0"),
+                   "command line: train.batch_size: must be >= 1, got 0")
+
+
+# ------------------------------------------------------------------------- output folder
+def test_output_folder_that_is_a_file(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    target = tmp_path / "run"
+    target.write_text("not a folder")
+    with pytest.raises(VoxsegError, match=f"^{target}: output_dir is a file"):
+        finetune.run(resolve(tiny_dataset, target))
+    assert target.read_text() == "not a folder"
+
+
+def test_output_folder_that_cannot_be_created(tiny_dataset, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    target = "/proc/voxseg-cannot-be-here/run"  # not creatable, even as root
+    with pytest.raises(VoxsegError, match=f"^{target}: cannot write the output folder"):
+        finetune.run(resolve(tiny_dataset, target))
+
+
+def test_missing_output_folder_is_created(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    target = tmp_path / "a" / "b" / "run"
+    finetune.run(resolve(tiny_dataset, target, **{"train.max_steps": 1, "train.val_every": 0}))
+    assert checkpoint.load(target / "checkpoints" / "last.pt")["step"] == 1
+
+
+def test_full_disk_while_saving_a_checkpoint_keeps_the_last_one(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "run"
+    save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == 4:
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(VoxsegError, match=f"^{out / 'checkpoints' / 'last.pt'}: could not write "
+                                          r"\(No space left on device\); the previous file is kept"):
+        finetune.run(resolve(tiny_dataset, out, **{"train.val_every": 0}))
+    assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == 2
+    assert not list((out / "checkpoints").glob(".*.tmp"))
+
+
+# ------------------------------------------------------------------------------- resume
+@pytest.fixture
+def finished(tiny_dataset, tmp_path, monkeypatch):
+    """A 2-step run to resume."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "run"
+    finetune.run(resolve(tiny_dataset, out, **{"train.max_steps": 2, "train.val_every": 0}))
+    return out
+
+
+@pytest.mark.parametrize("change, keys", [
+    ({"model.backbone.voxel_size": 0.5}, "model.backbone.voxel_size"),
+    ({"model.backbone.type": "MinkUNet18A"}, "model.backbone.type"),
+])
+def test_resume_refuses_another_model(change, keys, finished, tiny_dataset):
+    before = (finished / "config.yaml").read_bytes()
+    cfg = resolve(tiny_dataset, finished, **{"train.max_steps": 4, "train.val_every": 0, **change})
+    with pytest.raises(VoxsegError, match=f"the config changes the model \\({keys}"):
+        finetune.run(cfg, resume=True, allow_config_change=True)
+    assert (finished / "config.yaml").read_bytes() == before
+    assert checkpoint.load(finished / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_resume_with_a_changed_config_needs_consent(finished, tiny_dataset):
+    before = (finished / "config.yaml").read_bytes()
+    cfg = resolve(tiny_dataset, finished, **{"train.max_steps": 3, "train.val_every": 0, "train.lr": 0.5,
+                                             "train.num_workers": 1})
+    with pytest.raises(VoxsegError, match=r"differs from the run's in train.lr, train.max_steps; pass --allow-config-change"):
+        finetune.run(cfg, resume=True)
+    assert (finished / "config.yaml").read_bytes() == before
+    finetune.run(cfg, resume=True, allow_config_change=True)
+    assert checkpoint.load(finished / "checkpoints" / "last.pt")["step"] == 3
+    assert yaml.safe_load((finished / "config.yaml").read_text())["train"]["lr"] == 0.5
+
+
+def test_resume_without_a_run(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(VoxsegError, match="checkpoints/last.pt: no checkpoint to resume"):
+        finetune.run(resolve(tiny_dataset, tmp_path / "none"), resume=True)
+    assert not (tmp_path / "none").exists()
+
+
+# -------------------------------------------------------------------------------- infer
+def infer(checkpoint_path, root, out, *extra):
+    return cli("tools/infer.py", "--checkpoint", str(checkpoint_path), "--dataset", str(root), "--sequences", "01",
+               "--out", str(out), *extra)
+
+
+def test_infer_refuses_a_label_config_of_another_size(finished, tiny_dataset, tmp_path):
+    labels = yaml.safe_load((ROOT / "configs/labels/synthetic.yaml").read_text())
+    labels["learning_ignore"][labels["learning_map"][81]] = True  # traffic-sign ignored: 11 classes
+    other = tmp_path / "labels.yaml"
+    other.write_text(yaml.safe_dump(labels))
+    done = infer(finished / "checkpoints" / "last.pt", tiny_dataset, tmp_path / "pred", "--label-config", str(other))
+    one_error_line(done, f"{other}: defines 11 evaluated classes but", "predicts 12")
+    assert not (tmp_path / "pred").exists()
+
+
+def test_infer_failure_part_way_keeps_earlier_predictions(finished, dataset_copy, tmp_path):
+    pred = tmp_path / "pred"
+    done = infer(finished / "checkpoints" / "last.pt", dataset_copy, pred)
+    assert done.returncode == 0, done.stderr
+    folder = pred / "sequences" / "01" / "predictions"
+    old = {f.name: f.read_bytes() for f in folder.glob("*.label")}
+    assert sorted(old) == ["000000.label", "000001.label", "000002.label"]
+
+    bad = scan(dataset_copy, "01", 2)  # the last scan: two new files would be written before it
+    points = sk.read_scan(bad)
+    points[0, 3] = np.inf
+    sk.write_scan(bad, points)
+    shutil.copy(scan(dataset_copy, "00", 0), scan(dataset_copy, "01", 0))  # new content for scan 0
+    shutil.copy(sk.label_path(dataset_copy, "00", "000000"), sk.label_path(dataset_copy, "01", "000000"))
+    done = infer(finished / "checkpoints" / "last.pt", dataset_copy, pred)
+    one_error_line(done, f"{bad}: 1 of {len(points)} points have NaN or infinite intensities")
+    assert {f.name: f.read_bytes() for f in folder.glob("*.label")} == old
+    assert sorted(p.name for p in pred.iterdir()) == ["sequences"]  # no staging folder left
+
+
+def test_infer_writes_an_empty_prediction_for_an_empty_scan(finished, dataset_copy, tmp_path):
+    scan(dataset_copy, "01", 1).write_bytes(b"")
+    pred = tmp_path / "pred"
+    done = infer(finished / "checkpoints" / "last.pt", dataset_copy, pred)
+    assert done.returncode == 0, done.stderr
+    folder = pred / "sequences" / "01" / "predictions"
+    assert (folder / "000001.label").read_bytes() == b""
+    assert len(sk.read_label(folder / "000002.label")[0]) == len(sk.read_scan(scan(dataset_copy, "01", 2)))
