@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import signal
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -95,3 +98,64 @@ def test_config_differences():
     saved = {"model": {"backbone": {"voxel_size": 0.1}}, "train": {"lr": 1.0, "seed": 0}, "x": [1, 2]}
     current = {"model": {"backbone": {"voxel_size": 0.2}}, "train": {"lr": 1.0}, "x": [1, 3], "new": 1}
     assert checkpoint.config_differences(saved, current) == ["model.backbone.voxel_size", "new", "train.seed", "x"]
+
+
+class ScoreEvaluator:
+    """Mean of the predicted `score` over the scans added."""
+
+    METRICS = ("score",)
+
+    def __init__(self):
+        self.values = []
+
+    def add(self, pred, sample):
+        self.values.append(pred["score"])
+
+    def result(self):
+        return {"score": float(np.mean(self.values))}
+
+
+def test_best_is_decided_on_the_same_scans_every_time(tmp_path, monkeypatch):
+    """Scan 0 is the validation subset (max_scans=1). At step 2 it scores 0.6; at the end (step 4)
+    scan 0 scores 0.5 while the mean over all scans is 0.7. Comparing the final all-scan 0.7 with
+    step 2's subset 0.6 would crown step 4; on the same scans step 2 is best."""
+    from voxseg.engine import hooks
+
+    scores = {2: [0.6, 0.1, 0.1], 4: [0.5, 0.8, 0.8]}
+
+    def fake_predict(model, dataset, device, indices):
+        for i in indices:
+            yield str(i), {"score": scores[trainer.step][i]}, {}
+
+    saved = []
+    monkeypatch.setattr(hooks, "predict", fake_predict)
+    monkeypatch.setattr(hooks.checkpoint, "save", lambda path, trainer, config: saved.append((path.name, trainer.step)))
+    hook = hooks.ValidationHook([0, 1, 2], ScoreEvaluator, every=2, checkpoint_dir=tmp_path, metrics_path=tmp_path / "m.json",
+                                config={}, key_metric="score", mode="max", max_scans=1)
+    trainer = SimpleNamespace(step=0, max_steps=4, state={}, model=None, device=None, log=lambda scalars: None)
+    hook.before_train(trainer)
+    trainer.step = 2
+    hook.after_step(trainer, {})
+    trainer.step = 4
+    hook.after_train(trainer)
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert saved == [("best.pt", 2)]
+    assert metrics["best_score"] == 0.6 and metrics["best_step"] == 2
+    assert metrics["score"] == pytest.approx(0.7)  # the final metrics score every scan
+    assert trainer.state["last_val"]["score"] == pytest.approx(0.7)
+
+
+def test_best_follows_the_metric_direction(tmp_path, monkeypatch):
+    from voxseg.engine import hooks
+
+    scores = {2: [0.6], 4: [0.5]}
+    monkeypatch.setattr(hooks, "predict", lambda m, d, dev, idx: ((str(i), {"score": scores[trainer.step][i]}, {}) for i in idx))
+    saved = []
+    monkeypatch.setattr(hooks.checkpoint, "save", lambda path, trainer, config: saved.append(trainer.step))
+    hook = hooks.ValidationHook([0], ScoreEvaluator, every=2, checkpoint_dir=tmp_path, metrics_path=tmp_path / "m.json",
+                                config={}, key_metric="score", mode="min")
+    trainer = SimpleNamespace(step=2, max_steps=4, state={}, model=None, device=None, log=lambda scalars: None)
+    hook.after_step(trainer, {})
+    trainer.step = 4
+    hook.after_train(trainer)
+    assert saved == [2, 4]  # lower is better: 0.5 after 0.6

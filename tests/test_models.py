@@ -162,3 +162,30 @@ def test_format1_checkpoint_migrates(rng, tmp_path):
     batch = random_batch(rng)
     with torch.no_grad():
         assert torch.equal(again(batch)["pred"]["segment_logits"], model(batch)["pred"]["segment_logits"])
+
+
+@pytest.mark.parametrize("momentum", [0.0, 1.0])
+def test_ema_hook_from_yaml_writes_the_average(momentum, tiny_dataset, tmp_path, monkeypatch):
+    """Momentum 0 keeps the latest weights, momentum 1 the initial ones: both exactly."""
+    from tests.test_finetune import overrides
+
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "ema"
+    cfg = finetune.resolve(str(ROOT / "configs/finetune/synthetic_minkunet14a.yaml"), overrides(
+        tiny_dataset, out, **{"train.max_steps": 2, "train.val_every": 0,
+                              "train.hooks": f"[{{type: EMAHook, momentum: {momentum}}}]"}))
+    finetune.run(cfg)
+    ema = checkpoint.load(out / "checkpoints" / "ema.pt")
+    last = checkpoint.load(out / "checkpoints" / "last.pt")
+    if momentum == 0.0:
+        expected = last["model"]
+    else:
+        torch.manual_seed(cfg["train"]["seed"])
+        expected = MODELS.build(cfg["model"]).state_dict()
+    assert ema["model"].keys() == expected.keys()
+    for key, value in ema["model"].items():
+        if value.is_floating_point():
+            assert torch.equal(value, expected[key]), key
+    saved = next(v for k, v in last["hooks"].items() if k.endswith(":EMAHook"))["model"]
+    assert all(torch.equal(saved[k], ema["model"][k]) for k in saved)
+    assert ema["config"] == cfg and ema["step"] == 2

@@ -3,7 +3,7 @@ and resumed, a run ends bit for bit where an uninterrupted one does: every tenso
 checkpoint (model, optimizer, scheduler, RNG states, hook state) is torch.equal.
 
 The runs cross an epoch boundary (6 scans, batch 1, 8 steps), use dropout 0.3 (draws from the
-torch RNG every step) and validate every 3 steps.
+torch RNG every step), validate every 3 steps and keep an EMA of the weights (hook state).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from voxseg.engine import checkpoint, finetune
 from voxseg.engine.trainer import Trainer
 
 SETTINGS = {"train.max_steps": 8, "train.val_every": 3, "train.val_max_scans": 2, "train.checkpoint_every": 2,
-            "model.heads.semantic.dropout": 0.3}
+            "model.heads.semantic.dropout": 0.3, "train.hooks": "[{type: EMAHook, momentum: 0.9}]"}
 
 
 def configure(root, out):

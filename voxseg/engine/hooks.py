@@ -197,6 +197,7 @@ class ValidationHook(Hook):
             f"best_{self.key_metric}": trainer.state["best"],
             "best_step": trainer.state["best_step"],
             "best_scored_scans": len(self.subset),
+            "train_losses": trainer.state.get("train_losses", {}),  # every term of the last step
             **result,
         }
         atomic.write_text(self.metrics_path, json.dumps(metrics, indent=2) + "\n")

@@ -92,6 +92,8 @@ class Trainer:
             outputs["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        self.state["train_losses"] = {k: float(v.detach()) for k, v in outputs.items()
+                                      if k.startswith("loss") and torch.is_tensor(v) and v.numel() == 1}
         return outputs
 
     def _start_epoch(self) -> None:
