@@ -292,3 +292,47 @@ def test_range_declaration():
                 {"gt": float("nan")}, {"le": float("inf")}):
         with pytest.raises(ValueError):
             Range(**bad)
+
+
+# ------------------------------------------------------- named components, injected arguments
+@TOYS.register()
+class ToyHeadHolder:
+    def __init__(self, heads: Annotated[dict[str, Component], cfglib.Inject("in_channels")], rate: float = 1.0):
+        pass
+
+
+@TOYS.register()
+class ToyInjectedHead:
+    def __init__(self, in_channels: int, classes: Annotated[int, Range(ge=1)] = 2):
+        pass
+
+
+@dataclass
+class ToyGroup:
+    params: str
+    lr: Annotated[float | None, Range(gt=0)] = None
+
+
+@dataclass
+class HolderSchema:
+    holder: Component
+    groups: list[ToyGroup] = field(default_factory=list)
+
+
+def test_dict_of_named_components_with_injected_arguments(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path / "h.yaml", {"holder": {"type": "ToyHeadHolder", "heads": {"sem": {"type": "ToyInjectedHead"}}},
+                                      "groups": [{"params": "a.*", "lr": "1e-3"}]})
+    resolved = cfglib.validate(cfglib.load(path), HolderSchema)
+    assert resolved["holder"]["heads"] == {"sem": {"type": "ToyInjectedHead", "classes": 2}}
+    assert resolved["groups"] == [{"params": "a.*", "lr": 0.001}]  # YAML 1.1 reads 1e-3 as a string
+    injected = write(tmp_path / "i.yaml", {"holder": {"type": "ToyHeadHolder", "heads": {
+        "sem": {"type": "ToyInjectedHead", "in_channels": 3}}}})
+    with pytest.raises(ConfigError, match=r"^i.yaml: holder.heads.sem.in_channels: unknown key .*allowed: classes$"):
+        cfglib.validate(cfglib.load(injected), HolderSchema)
+    with pytest.raises(ConfigError, match=r"^command line: holder.heads.sem.classes: must be >= 1, got 0$"):
+        cfglib.validate(cfglib.load(path, ["holder.heads.sem.classes=0"]), HolderSchema)
+    with pytest.raises(ConfigError, match=r"^command line: groups.0.lr: must be > 0, got -1.0$"):
+        cfglib.validate(cfglib.load(path, ["groups.0.lr=-1e0"]), HolderSchema)
+    with pytest.raises(ConfigError, match=r"^command line: groups.0.rate: unknown key for section 'groups.0'"):
+        cfglib.validate(cfglib.load(path, ["groups.0.rate=1"]), HolderSchema)
