@@ -262,7 +262,10 @@ def two_workers(tiny_dataset, tmp_path):
     out = tmp_path / "out"
     run = subprocess.Popen([sys.executable, "tools/preprocess.py", "--dataset", str(tiny_dataset), "--sequences",
                             "00", "01", "--out", str(out), "--workers", "2", "--no-progress", *SMALL], cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                           # as from a terminal, even when pytest itself runs in the background with
+                           # SIGINT ignored (which spawned workers would inherit, making them look ready)
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline, workers = time.monotonic() + 60, []
     try:
         while len(workers) < 2:
@@ -272,10 +275,10 @@ def two_workers(tiny_dataset, tmp_path):
             workers = [pid for pid in children(run.pid) if is_ready_worker(pid)]
         yield run, workers, out
     finally:
+        for pid in filter(alive, workers):  # first: a stopped orphan holds the stderr pipe open
+            os.kill(pid, signal.SIGKILL)
         run.kill()
         run.communicate()
-        for pid in filter(alive, workers):
-            os.kill(pid, signal.SIGKILL)
 
 
 def test_killed_cli_takes_its_workers_along_and_reruns(two_workers, tiny_dataset, reference_run):
