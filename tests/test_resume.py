@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -186,3 +187,29 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_ctrl_c_from_a_terminal_with_loader_workers(tiny_dataset, tmp_path, monkeypatch):
+    """SIGINT to the whole process group (as a terminal sends it), DataLoader workers included:
+    the run saves the step it finished and exits 130 with no traceback; --resume continues."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "run"
+    args = overrides(tiny_dataset, out, **{"train.max_steps": 500, "train.num_workers": 1, "train.val_every": 0,
+                                           "train.checkpoint_every": 0})
+    run = subprocess.Popen([sys.executable, "tools/finetune.py", "--config", str(CONFIG), *args], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while not list((out / "tb").glob("events.*")) and time.monotonic() < deadline:  # training has started
+        time.sleep(0.1)
+    time.sleep(2.0)
+    os.killpg(run.pid, signal.SIGINT)
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.rstrip().endswith("interrupted")
+    step = checkpoint.load(out / "checkpoints" / "last.pt")["step"]
+    assert 0 < step < 500 and f"checkpoint of step {step}" in stdout
+    cfg = finetune.resolve(str(CONFIG), overrides(tiny_dataset, out, **{
+        "train.max_steps": step + 1, "train.num_workers": 1, "train.val_every": 0, "train.checkpoint_every": 0}))
+    finetune.run(cfg, resume=True, allow_config_change=True)
+    assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == step + 1

@@ -45,7 +45,7 @@ def deferred_interrupts() -> Iterator[StopRequest]:
 
 
 def ignore_in_worker(worker_id: int = 0) -> None:
-    """DataLoader `worker_init_fn`: workers leave SIGINT/SIGTERM to the main process, which stops
-    the run cleanly; otherwise Ctrl-C kills the workers and the next batch fails."""
-    for s in SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
+    """DataLoader `worker_init_fn`: a terminal's Ctrl-C reaches the whole process group; workers
+    leave it to the main process, which stops the run cleanly (otherwise the workers die and the
+    next batch fails). SIGTERM stays default: the loader uses it to end workers that hang."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
