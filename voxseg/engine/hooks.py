@@ -8,7 +8,6 @@ finds the run's folder and config on the trainer (`trainer.work_dir`, `trainer.c
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Annotated, Callable

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import torch
 import torch.nn as nn
 
 from voxseg.config import Component, Inject

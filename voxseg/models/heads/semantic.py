@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import torch
 import torch.nn as nn
 
 from voxseg.config import Range
