@@ -253,15 +253,29 @@ def gone(pids: list[int], seconds: float) -> bool:
     return not any(map(alive, pids))
 
 
+BUSY = [f"{i:02d}" for i in range(24)]
+
+
+@pytest.fixture(scope="module")
+def busy_dataset(tiny_dataset, tmp_path_factory):
+    """Sequences 00 and 01 of the tiny dataset plus 22 more copies of 00 (links): enough windows
+    that a run with two workers is still going when the test acts on it."""
+    root = tmp_path_factory.mktemp("busy")
+    (root / "sequences").mkdir()
+    for name in BUSY:
+        (root / "sequences" / name).symlink_to(tiny_dataset / "sequences" / ("01" if name == "01" else "00"))
+    return root
+
+
 @pytest.fixture
-def two_workers(tiny_dataset, tmp_path):
+def two_workers(busy_dataset, tmp_path):
     """The CLI with --workers 2 (a process group of its own), once both workers are ready:
     (the process, its workers' pids, the output root)."""
     if sys.platform != "linux":
         pytest.skip("workers die with the parent through a Linux prctl")
     out = tmp_path / "out"
-    run = subprocess.Popen([sys.executable, "tools/preprocess.py", "--dataset", str(tiny_dataset), "--sequences",
-                            "00", "01", "--out", str(out), "--workers", "2", "--no-progress", *SMALL], cwd=ROOT,
+    run = subprocess.Popen([sys.executable, "tools/preprocess.py", "--dataset", str(busy_dataset), "--sequences",
+                            *BUSY, "--out", str(out), "--workers", "2", "--no-progress", *SMALL], cwd=ROOT,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
                            # as from a terminal, even when pytest itself runs in the background with
                            # SIGINT ignored (which spawned workers would inherit, making them look ready)
@@ -281,15 +295,19 @@ def two_workers(tiny_dataset, tmp_path):
         run.communicate()
 
 
-def test_killed_cli_takes_its_workers_along_and_reruns(two_workers, tiny_dataset, reference_run):
+def test_killed_cli_takes_its_workers_along_and_reruns(two_workers, busy_dataset, reference_run):
     run, workers, out = two_workers
     for pid in workers:  # stopped mid-window, they cannot leave on their own (broken pipe to the parent)
         os.kill(pid, signal.SIGSTOP)
     run.kill()
     run.wait()
     assert gone(workers, 2)
-    summary = pipeline.run(tiny_dataset, ["00", "01"], cfg(), out=out, progress=False)
-    assert summary.sequences["00"]["status"] == "complete" and outputs(out) == outputs(reference_run[0])
+    summary = pipeline.run(busy_dataset, BUSY, cfg(), out=out, progress=False)
+    assert all(summary.sequences[name]["status"] == "complete" for name in BUSY)
+    ours = {k: v for k, v in outputs(out).items() if k.startswith(("sequences/00/", "sequences/01/"))}
+    assert ours == outputs(reference_run[0])
+    copy = {k.replace("sequences/07/", "sequences/00/"): v for k, v in outputs(out).items() if "sequences/07/" in k}
+    assert copy == {k: v for k, v in ours.items() if k.startswith("sequences/00/")}
 
 
 def test_ctrl_c_stops_the_workers_quietly(two_workers):
