@@ -23,8 +23,8 @@ import copy
 import dataclasses
 import difflib
 import inspect
-import re
 import math
+import re
 import types
 import typing
 from pathlib import Path

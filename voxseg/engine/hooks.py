@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated, Callable
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from voxseg import atomic
@@ -23,12 +22,6 @@ from voxseg.engine.ema import ModelEMA
 from voxseg.engine.inference import predict
 from voxseg.engine.trainer import Hook, Trainer
 from voxseg.registry import HOOKS
-
-
-def loss_terms(outputs: dict) -> dict[str, float]:
-    """The scalar `loss*` entries (and `grad_norm`) of a model's outputs, as floats."""
-    return {k: float(v.detach()) for k, v in outputs.items()
-            if (k.startswith("loss") or k == "grad_norm") and torch.is_tensor(v) and v.numel() == 1}
 
 
 @HOOKS.register()
@@ -47,7 +40,7 @@ class ProgressBarHook(Hook):
     def after_step(self, trainer: Trainer, outputs: dict) -> None:
         self.bar.update(1)
         if trainer.step % self.every == 0:
-            for key, value in loss_terms(outputs).items():
+            for key, value in trainer.scalars.items():
                 self.postfix[key.removeprefix("loss_") if key != "loss" else key] = f"{value:.3f}"
             self.postfix["lr"] = f"{trainer.optimizer.param_groups[0]['lr']:.2e}"
             self.bar.set_postfix(self.postfix, refresh=False)
@@ -79,7 +72,7 @@ class TensorBoardHook(Hook):
         self.tick = time.perf_counter()
 
     def after_step(self, trainer: Trainer, outputs: dict) -> None:
-        for key, value in loss_terms(outputs).items():
+        for key, value in trainer.scalars.items():
             self.sums[key] = self.sums.get(key, 0.0) + value
         self.count += 1
         if trainer.step % self.every == 0:
@@ -94,7 +87,6 @@ class TensorBoardHook(Hook):
     def log(self, trainer: Trainer, scalars: dict[str, float]) -> None:
         for key, value in scalars.items():
             self.writer.add_scalar(key, value, trainer.step)
-        self.writer.flush()
 
     def state_dict(self) -> dict:
         return {"sums": dict(self.sums), "count": self.count}
@@ -148,6 +140,7 @@ class ValidationHook(Hook):
         self.dataset, self.make_evaluator, self.every = dataset, make_evaluator, every
         self.key_metric, self.mode = key_metric, mode
         self.checkpoint_dir, self.metrics_path, self.config = Path(checkpoint_dir), Path(metrics_path), config
+        self.evaluator = None  # the last validation's, for its printed summary
         n = len(dataset)
         self.subset = (np.linspace(0, n - 1, max_scans).round().astype(int).tolist()
                        if 0 < max_scans < n else list(range(n)))
@@ -159,15 +152,17 @@ class ValidationHook(Hook):
 
     def validate(self, trainer: Trainer, final: bool) -> dict:
         indices = range(len(self.dataset)) if final else self.subset
-        whole, subset = self.make_evaluator(), self.make_evaluator()
+        subset = self.make_evaluator()
+        whole = self.make_evaluator() if final and len(self.subset) < len(self.dataset) else subset
         chosen = set(self.subset)
         for index, (_, pred, sample) in zip(indices, predict(trainer.model, self.dataset, trainer.device, indices)):
             if index in chosen:
                 subset.add(pred, sample)
-            if final:
+            if whole is not subset:
                 whole.add(pred, sample)
         scored = subset.result()
-        result = whole.result() if final else scored
+        result = whole.result() if whole is not subset else scored
+        self.evaluator = whole
         trainer.log({f"val/{k}": float(result[k]) for k in type(subset).METRICS})
         trainer.log({f"val_{k}/{name}": float(v) for k, table in result.items() if isinstance(table, dict)
                      for name, v in table.items() if isinstance(v, float)})
@@ -187,9 +182,8 @@ class ValidationHook(Hook):
 
     def after_train(self, trainer: Trainer) -> None:
         result = self.validate(trainer, final=True)
-        summary = getattr(self.make_evaluator(), "summary", None)
-        if summary:
-            print(summary(result))
+        if hasattr(self.evaluator, "summary"):
+            print(self.evaluator.summary(result))
         metrics = {
             "step": trainer.step,
             "key_metric": self.key_metric,

@@ -23,6 +23,12 @@ from voxseg.data.collate import to_device
 from voxseg.engine.interrupt import deferred_interrupts
 
 
+def loss_terms(outputs: dict) -> dict[str, float]:
+    """The scalar `loss*` entries (and `grad_norm`) of a model's outputs, as floats."""
+    return {k: float(v.detach()) for k, v in outputs.items()
+            if (k.startswith("loss") or k == "grad_norm") and torch.is_tensor(v) and v.numel() == 1}
+
+
 class Hook:
     def before_train(self, trainer: "Trainer") -> None: ...
     def before_step(self, trainer: "Trainer") -> None: ...
@@ -67,6 +73,7 @@ class Trainer:
         self.epoch = 0
         self.state: dict = {}  # shared by hooks: best metric, last validation, ...
         self.interrupted = False
+        self.scalars: dict[str, float] = {}  # the last step's loss terms and grad norm
 
     @property
     def steps_per_epoch(self) -> int:
@@ -92,8 +99,8 @@ class Trainer:
             outputs["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        self.state["train_losses"] = {k: float(v.detach()) for k, v in outputs.items()
-                                      if k.startswith("loss") and torch.is_tensor(v) and v.numel() == 1}
+        self.scalars = loss_terms(outputs)  # read once per step (one device sync), shared by the hooks
+        self.state["train_losses"] = {k: v for k, v in self.scalars.items() if k.startswith("loss")}
         return outputs
 
     def _start_epoch(self) -> None:
