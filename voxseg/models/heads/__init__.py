@@ -1,1 +1,1 @@
-from voxseg.models.heads import semantic  # noqa: F401  (registers SemanticHead)
+from voxseg.models.heads import asis, semantic  # noqa: F401  (registers ASISHead, SemanticHead)

@@ -1,0 +1,152 @@
+"""ASIS: associatively segmenting instances and semantics (Wang et al., CVPR 2019).
+
+Two branches on the shared backbone features, per voxel (every point of a voxel shares its
+features, so the head runs once per voxel and points take their voxel's outputs):
+
+  F_SEM = branch_sem(F)              F_INS = branch_ins(F)            (Sec. 3.1)
+  F_SINS = F_INS + FC(F_SEM)          semantic awareness, SA           (eq. 5)
+  E_INS = embed(F_SINS)               instance embedding, dim 5
+  x'_i = Max(x_i1, ..., x_iK)         instance fusion, IF: channel-wise max of F_SEM over the
+                                      K nearest neighbours in embedding space (eq. 6)
+  P_SEM = classifier(F_ISEM)
+
+The "vanilla" baseline of the paper (Sec. 3.1) is `semantic_awareness: false,
+instance_fusion: false`; each switch alone gives the rows of Table 3. Training: CrossEntropyLoss
+on `logits` and DiscriminativeLoss (voxseg.models.losses, eqs. 1-4) on `embedding`.
+
+Inference (Sec. 3.1): mean-shift (flat kernel, bandwidth 0.6) on the embeddings of the voxels
+predicted as thing classes, class-agnostic as in the paper, each sample on its own; an instance's
+class is the mode of its points' semantic predictions, and its points take that class
+(panoptic consistency, the majority vote of Panoptic-PolarNet); instances with fewer than
+`min_instance_points` points are dropped. The paper gives no instance confidence; voxseg scores
+an instance by the mean softmax probability of its class over its points.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import torch
+import torch.nn as nn
+
+from voxseg.clustering import mean_shift
+from voxseg.config import Range
+from voxseg.models.backbone_output import BackboneOutput
+from voxseg.models.knn import knn
+from voxseg.registry import HEADS
+
+
+def fc_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    """The paper's point-independent FC layer with batch normalization and ReLU."""
+    return nn.Sequential(nn.Linear(in_channels, out_channels), nn.BatchNorm1d(out_channels), nn.ReLU(inplace=True))
+
+
+def neighbour_max(features: torch.Tensor, index: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+    """out[i, c] = max_k features[index[i, k], c] (eq. 6), without the (N, K, C) tensor in the graph.
+
+    The winning neighbour of each (row, channel) is found without gradients, chunk by chunk;
+    the output then gathers those entries, so the gradient reaches exactly the maxima, as
+    torch.amax's does (ties aside), in O(N * C) memory instead of O(N * K * C).
+    """
+    winners = torch.empty(features.shape, dtype=torch.long, device=features.device)
+    with torch.no_grad():
+        for start in range(0, len(index), chunk):
+            rows = index[start:start + chunk]
+            best = features[rows].argmax(dim=1)  # (chunk, C): which of the K neighbours wins
+            winners[start:start + chunk] = rows.gather(1, best)
+    return features.gather(0, winners)
+
+
+@HEADS.register()
+class ASISHead(nn.Module):
+    """Semantic logits and instance embeddings per point (ASIS, Sec. 3).
+
+    Outputs {"logits" (N, classes), "embedding" (N, embed_dim)}; in evaluation predicts
+    {"segment" (N,) train ids, "segment_logits", "embedding", "instance" (N,) ids 0.. per scan
+    (-1 = none), "instance_score" (N,) the confidence of the point's instance (0 where none)}.
+    `thing_classes` are the train ids with instances (the label config's thing_classes; the
+    fine-tuning run checks they agree).
+    """
+
+    def __init__(self, in_channels: int, num_classes: Annotated[int, Range(ge=1)], thing_classes: list[int],
+                 channels: Annotated[int, Range(ge=1)] = 64, embed_dim: Annotated[int, Range(ge=1)] = 5,
+                 semantic_awareness: bool = True, instance_fusion: bool = True,
+                 k: Annotated[int, Range(ge=1)] = 30, delta_v: Annotated[float, Range(gt=0)] = 0.5,
+                 bandwidth: Annotated[float, Range(gt=0)] = 0.6,
+                 min_instance_points: Annotated[int, Range(ge=1)] = 30):
+        super().__init__()
+        bad = [c for c in thing_classes if not 0 <= c < num_classes]
+        if bad:
+            raise ValueError(f"thing_classes {bad} are not train ids 0..{num_classes - 1}")
+        self.num_classes, self.thing_classes = num_classes, sorted(set(thing_classes))
+        self.k, self.delta_v, self.bandwidth, self.min_instance_points = k, delta_v, bandwidth, min_instance_points
+        self.branch_sem = fc_bn_relu(in_channels, channels)
+        self.branch_ins = fc_bn_relu(in_channels, channels)
+        self.adapt = fc_bn_relu(channels, channels) if semantic_awareness else None
+        self.instance_fusion = instance_fusion
+        self.embed = nn.Linear(channels, embed_dim)
+        self.classifier = nn.Linear(channels, num_classes)
+        self.timings = {"cluster_s": 0.0}  # inference profile: seconds spent clustering, summed
+
+    def forward(self, features: BackboneOutput, batch: dict) -> dict:
+        f_sem = self.branch_sem(features.voxel.F)
+        f_ins = self.branch_ins(features.voxel.F)
+        if self.adapt is not None:
+            f_ins = f_ins + self.adapt(f_sem)  # eq. 5
+        embedding = self.embed(f_ins)
+        if self.instance_fusion:
+            f_sem = neighbour_max(f_sem, self.fusion_neighbours(embedding, features.voxel_batch))
+        logits = self.classifier(f_sem)
+        return {"logits": logits[features.inverse], "embedding": embedding[features.inverse],
+                "voxel_logits": logits, "voxel_embedding": embedding}
+
+    def fusion_neighbours(self, embedding: torch.Tensor, voxel_batch: torch.Tensor) -> torch.Tensor:
+        """(V, K) rows of each voxel's K nearest voxels of its sample in embedding space (L1, the
+        loss's distance), the voxel itself first; neighbours farther than delta_v are replaced by
+        the voxel itself, so that only same-instance features are fused (Sec. 3.2)."""
+        dist, index = knn(embedding.detach(), self.k, voxel_batch, p=1)
+        own = torch.arange(len(index), device=index.device).unsqueeze(1)
+        index[:, :1] = own
+        return torch.where(dist > self.delta_v, own, index)
+
+    @torch.no_grad()
+    def predict(self, outputs: dict, features: BackboneOutput, batch: dict) -> dict:
+        prob = outputs["logits"].softmax(dim=1)
+        segment = prob.argmax(dim=1)
+        instance = torch.full_like(segment, -1)
+        score = prob.new_zeros(len(segment))
+        voxel_segment = outputs["voxel_logits"].argmax(dim=1)
+        things = torch.as_tensor(self.thing_classes, device=segment.device)
+        start = time.perf_counter()
+        for sample in torch.unique(batch["batch"]):
+            self._instances(sample, outputs, features, batch["batch"], voxel_segment, things, prob, segment,
+                            instance, score)
+        if segment.is_cuda:
+            torch.cuda.synchronize(segment.device)
+        self.timings["cluster_s"] += time.perf_counter() - start
+        return {"segment": segment, "segment_logits": outputs["logits"], "embedding": outputs["embedding"],
+                "instance": instance, "instance_score": score}
+
+    def _instances(self, sample, outputs, features, point_batch, voxel_segment, things, prob, segment,
+                   instance, score) -> None:
+        """Cluster one sample's thing voxels and write its instances into the per-point outputs."""
+        voxels = torch.nonzero((features.voxel_batch == sample) & torch.isin(voxel_segment, things)).squeeze(1)
+        if len(voxels) == 0:
+            return
+        cluster_of_voxel = torch.full((len(voxel_segment),), -1, dtype=torch.long, device=voxels.device)
+        cluster_of_voxel[voxels] = mean_shift(outputs["voxel_embedding"][voxels].float(), self.bandwidth)[0]
+        cluster = cluster_of_voxel[features.inverse]
+        points = torch.nonzero((point_batch == sample) & (cluster >= 0)).squeeze(1)
+        next_id = 0
+        for c in torch.unique(cluster[points]):
+            members = points[cluster[points] == c]
+            if len(members) < self.min_instance_points:
+                continue
+            label = torch.mode(segment[members]).values
+            if not torch.isin(label, things):  # the mode may be stuff where point and voxel votes differ
+                continue
+            segment[members] = label
+            instance[members] = next_id
+            score[members] = prob[members, label].mean()
+            next_id += 1
