@@ -1,11 +1,19 @@
 #!/usr/bin/env python3
-"""Score SemanticKITTI-format predictions against ground truth, as semantic-kitti-api does.
+"""Score SemanticKITTI-format predictions against ground truth.
 
     python tools/evaluate.py --gt-labels DATA/sequences/08/labels \
-        --pred-labels PRED/sequences/08/predictions --out metrics.json
+        --pred-labels PRED/sequences/08/predictions --out metrics.json [--task panoptic|instance]
 
-Both directories hold .label files (raw class ids in the lower 16 bits) matched by name.
-Prints a per-class IoU table; writes JSON with miou, accuracy, iou_per_class and more.
+Both directories hold .label files (raw class ids in the lower 16 bits, instance ids in the
+upper 16) matched by name. --task picks the printed table:
+  semantic  per-class IoU, as semantic-kitti-api's evaluate_semiKITTI does (the default);
+  panoptic  PQ, SQ, RQ as semantic-kitti-api's evaluate_panoptic does, with PQ-dagger;
+  instance  ScanNet's AP, AP50, AP25 and ASIS's coverage, precision and recall. AP needs each
+            predicted instance's confidence: --pred-scores holds one FFFFFF.txt of
+            "instance_id score" lines per scan (default: the `scores` folder beside the
+            predictions folder, PRED/sequences/08/scores).
+The JSON holds every metric of the task (panoptic and instance: both tables' metrics; AP is
+NaN for --task panoptic without --pred-scores).
 """
 
 import argparse
@@ -15,7 +23,13 @@ from pathlib import Path
 from voxseg import atomic
 from voxseg.cli import main_guard
 from voxseg.data.labels import LabelConfig
-from voxseg.evaluation import evaluate_directories, format_table
+from voxseg.evaluation import (
+    evaluate_directories,
+    evaluate_panoptic_directories,
+    format_instance_table,
+    format_panoptic_table,
+    format_table,
+)
 
 DEFAULT_LABELS = Path(__file__).resolve().parents[1] / "configs" / "labels" / "semantic-kitti.yaml"
 
@@ -26,10 +40,27 @@ def main() -> None:
     parser.add_argument("--gt-labels", required=True, help="directory of ground-truth .label files")
     parser.add_argument("--pred-labels", required=True, help="directory of predicted .label files")
     parser.add_argument("--label-config", default=str(DEFAULT_LABELS), help="class mapping (default: SemanticKITTI's)")
+    parser.add_argument("--task", choices=("semantic", "panoptic", "instance"), default="semantic",
+                        help="metrics to print (default: semantic)")
+    parser.add_argument("--pred-scores", help="directory of per-scan instance confidences (.txt) for AP "
+                        "(--task instance default: PRED_LABELS/../scores)")
+    parser.add_argument("--min-points", type=int, default=50,
+                        help="PQ: smaller unmatched segments are neither FP nor FN (default: 50, the api's)")
+    parser.add_argument("--min-region-size", type=int, default=100,
+                        help="AP: smaller instances are left out (default: 100, ScanNet's)")
     parser.add_argument("--out", required=True, help="JSON file to write")
     args = parser.parse_args()
-    result = evaluate_directories(args.gt_labels, args.pred_labels, LabelConfig.load(args.label_config))
-    print(format_table(result))
+    labels = LabelConfig.load(args.label_config)
+    if args.task == "semantic":
+        result = evaluate_directories(args.gt_labels, args.pred_labels, labels)
+        print(format_table(result))
+    else:
+        scores = args.pred_scores
+        if scores is None and args.task == "instance":
+            scores = Path(args.pred_labels).parent / "scores"
+        result = evaluate_panoptic_directories(args.gt_labels, args.pred_labels, labels, scores_dir=scores,
+                                               min_points=args.min_points, min_region_size=args.min_region_size)
+        print((format_panoptic_table if args.task == "panoptic" else format_instance_table)(result))
     atomic.write_text(args.out, json.dumps(result, indent=2) + "\n")
 
 

@@ -178,3 +178,44 @@ def _floats(tokens: list[str], path: Path, number: int) -> list[float]:
     if not np.all(np.isfinite(values)):
         raise DataFormatError(f"{path}: line {number}: NaN or infinite value")
     return values
+
+
+# ------------------------------------------------------------------ instance confidences
+def write_instance_scores(path: PathLike, scores: dict[int, float]) -> None:
+    """The confidences of a scan's predicted instances, for AP: a text file beside the
+    predictions (OUT/sequences/NN/scores/FFFFFF.txt for OUT/sequences/NN/predictions/FFFFFF.label)
+    with one `INSTANCE_ID SCORE` line per instance, sorted by id. INSTANCE_ID is the instance id
+    in the .label file's upper 16 bits (1..65535), SCORE a finite float, higher = more confident;
+    a scan without instances has an empty file."""
+    lines = []
+    for instance, score in sorted(scores.items()):
+        if int(instance) != instance or not 1 <= instance <= 0xFFFF:
+            raise ValueError(f"instance id {instance!r}: must be an integer 1..65535 (the .label upper 16 bits)")
+        if not np.isfinite(score):
+            raise ValueError(f"instance {instance}: score {score!r} is not a finite number")
+        lines.append(f"{int(instance)} {float(score)!r}\n")
+    atomic.write_text(path, "".join(lines))
+
+
+def read_instance_scores(path: PathLike) -> dict[int, float]:
+    """{instance id: score} from a file `write_instance_scores` wrote; blank lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: instance scores file not found")
+    scores: dict[int, float] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        tokens = line.split()
+        try:
+            instance, score = int(tokens[0]), float(tokens[1])
+            valid = len(tokens) == 2 and 1 <= instance <= 0xFFFF and np.isfinite(score)
+        except (ValueError, IndexError):
+            valid = False
+        if not valid:
+            raise DataFormatError(f"{path}: line {number}: expected 'instance_id score' (id 1..65535, finite score), "
+                                  f"got {line[:60]!r}")
+        if instance in scores:
+            raise DataFormatError(f"{path}: line {number}: instance {instance} listed twice")
+        scores[instance] = score
+    return scores
