@@ -62,6 +62,20 @@ def test_knn_is_exact_per_sample_for_tree_and_brute_force():
             assert torch.allclose(dist, want.values, atol=1e-5)
 
 
+def test_knn_max_distance_replaces_farther_neighbours_by_the_row_itself():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(200, 5, generator=gen)
+    batch = torch.randint(0, 2, (200,), generator=gen)
+    full_d, full_i = knn(x, 9, batch, p=1, method="brute")
+    own = torch.arange(200).unsqueeze(1).expand(200, 9)
+    for method in ("tree", "brute"):
+        dist, index = knn(x, 9, batch, p=1, max_distance=1.5, method=method)
+        far = full_d > 1.5
+        assert far.any() and (~far).any()
+        assert torch.equal(index, torch.where(far, own, full_i)), method
+        assert torch.equal(torch.isinf(dist), far)
+
+
 def test_knn_pads_small_samples_with_the_row_itself():
     x = torch.tensor([[0.0], [1.0], [5.0], [5.5], [9.0]])
     dist, index = knn(x, 3, torch.tensor([0, 0, 1, 1, 2]), p=1)

@@ -4,8 +4,12 @@
     python tools/infer.py --checkpoint runs/x/checkpoints/best.pt --dataset data/synthetic \
         --sequences 04 --out runs/x/predictions
 
-Writes OUT/sequences/NN/predictions/FFFFFF.label (raw class ids in the lower 16 bits), the layout
-semantic-kitti-api's evaluate_semantics.py and tools/evaluate.py read. Needs no labels.
+Writes OUT/sequences/NN/predictions/FFFFFF.label: the raw class id in the lower 16 bits and,
+for a model with an instance head, the instance id in the upper 16 (1.. per scan, 0 for stuff
+and unclustered points): the panoptic format semantic-kitti-api's evaluate_semantics.py,
+evaluate_panoptic.py and tools/evaluate.py read. An instance model also writes
+OUT/sequences/NN/scores/FFFFFF.txt, one "instance_id confidence" line per instance, which
+instance AP ranks by (tools/evaluate.py --task instance). Needs no labels.
 Predictions are written to a staging folder under OUT and moved into place per sequence only
 when every scan succeeded, so a failure leaves earlier predictions as they were.
 """
@@ -27,16 +31,39 @@ from voxseg.errors import VoxsegError
 from voxseg.registry import DATASETS, MODELS
 
 
+FOLDERS = ("predictions", "scores")
+
+
 def publish(staging: Path, out: Path, sequence: str) -> None:
-    """Swap the staged predictions of a sequence in for the old ones (if any)."""
-    target = sk.sequence_dir(out, sequence, must_exist=False) / "predictions"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    old = target.with_name(".predictions.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(sk.sequence_dir(staging, sequence, must_exist=False) / "predictions", target)
-    shutil.rmtree(old, ignore_errors=True)
+    """Swap the staged folders of a sequence in for the old ones (an old scores folder goes even
+    when the new model writes none, so scores never outlive their predictions)."""
+    for folder in FOLDERS:
+        target = sk.sequence_dir(out, sequence, must_exist=False) / folder
+        target.parent.mkdir(parents=True, exist_ok=True)
+        old = target.with_name(f".{folder}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            os.replace(target, old)
+        staged = sk.sequence_dir(staging, sequence, must_exist=False) / folder
+        if staged.exists():
+            os.replace(staged, target)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def panoptic(pred: dict, num_points: int, point_index: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(raw semantic, instance ids 1.. or 0, {instance id: confidence}) for every point of the file."""
+    semantic = np.zeros(num_points, dtype=np.int64)
+    instance = np.zeros(num_points, dtype=np.int64)
+    if not num_points or "segment" not in pred:
+        return semantic, instance, {}
+    semantic[point_index] = labels.train_to_raw(pred["segment"])
+    if "instance" not in pred:
+        return semantic, instance, {}
+    instance[point_index] = pred["instance"] + 1
+    ids, first = np.unique(pred["instance"], return_index=True)
+    keep = ids >= 0
+    scores = {int(i) + 1: float(pred["instance_score"][f]) for i, f in zip(ids[keep], first[keep])}
+    return semantic, instance, scores
 
 
 @main_guard
@@ -72,6 +99,8 @@ def main() -> None:
 
     from voxseg.engine.inference import predict
 
+    instance_model = any(hasattr(head, "thing_classes") for head in model.heads.values())
+
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -81,10 +110,11 @@ def main() -> None:
     try:
         for name, pred, sample in tqdm(predict(model, dataset, device), total=len(dataset), desc="infer", unit="scan"):
             sequence, frame = name.split("/")
-            raw = np.zeros(len(sample["point_index"]), dtype=np.int64)
-            if len(raw):
-                raw[sample["point_index"]] = labels.train_to_raw(pred["segment"])
-            sk.write_label(sk.sequence_dir(staging, sequence, must_exist=False) / "predictions" / f"{frame}.label", raw)
+            semantic, instance, scores = panoptic(pred, len(sample["point_index"]), sample["point_index"], labels)
+            folder = sk.sequence_dir(staging, sequence, must_exist=False)
+            sk.write_label(folder / "predictions" / f"{frame}.label", semantic, instance)
+            if instance_model:
+                sk.write_instance_scores(folder / "scores" / f"{frame}.txt", scores)
         for sequence in sorted({sequence for sequence, _ in dataset.frames}):
             publish(staging, out, sequence)
     finally:

@@ -159,6 +159,11 @@ def check_model(model: torch.nn.Module, labels, train_set, evaluator, train_cfg:
     if classes is not None and classes != labels.num_classes:
         raise ConfigError(f"model: heads predict {classes} classes but {labels.path} defines "
                           f"{labels.num_classes} evaluated classes")
+    for name, head in getattr(model, "heads", {}).items():
+        things = getattr(head, "thing_classes", None)
+        if things is not None and list(things) != labels.thing_classes:
+            raise ConfigError(f"model.heads.{name}.thing_classes is {list(things)} but {labels.path} makes train ids "
+                              f"{labels.thing_classes} thing classes ({', '.join(labels.class_names[c] for c in labels.thing_classes)})")
     in_channels = model.backbone.in_channels
     if in_channels != train_set.in_channels:
         raise ConfigError(f"model.backbone.in_channels is {in_channels} but data.train.features gives {train_set.in_channels}")

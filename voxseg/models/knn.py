@@ -17,13 +17,15 @@ CHUNK_ROWS = 4096  # query rows per brute-force chunk: 4096 x 10^5 distances = 1
 
 @torch.no_grad()
 def knn(x: torch.Tensor, k: int, batch: torch.Tensor | None = None, p: float = 2.0,
-        method: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+        max_distance: float | None = None, method: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """The k nearest rows of `x` (N, D) to each row, itself included, under the L_p distance,
     searching only rows of the same sample (`batch` (N,) sample index, sorted or not).
 
     Returns (distances (N, k), indices (N, k) int64 into x), nearest first. A sample with fewer
-    than k rows pads its lists with the row itself at distance 0. `method`: "tree" (cKDTree,
-    CPU), "brute" (chunked torch, any device) or "auto" (tree on CPU, brute on CUDA).
+    than k rows pads its lists with the row itself at distance 0. With `max_distance`, farther
+    neighbours are not searched for (the tree prunes them: much faster on spread-out data) and
+    come back as the row itself at distance inf. `method`: "tree" (cKDTree, CPU, on torch's
+    thread count), "brute" (chunked torch, any device) or "auto" (tree on CPU, brute on CUDA).
     """
     if method == "auto":
         method = "brute" if x.is_cuda else "tree"
@@ -39,20 +41,27 @@ def knn(x: torch.Tensor, k: int, batch: torch.Tensor | None = None, p: float = 2
         rows = torch.nonzero(samples == sample).squeeze(1)
         kk = min(k, len(rows))
         search = _tree if method == "tree" else _brute
-        d, i = search(x[rows], kk, p)
+        d, i = search(x[rows], kk, p, max_distance)
+        if max_distance is not None:
+            far = d > max_distance
+            d[far] = float("inf")
+            i[far] = torch.arange(len(rows), device=x.device).unsqueeze(1).expand_as(i)[far]
         dist[rows, :kk] = d
         index[rows, :kk] = rows[i]
     return dist, index
 
 
-def _tree(x: torch.Tensor, k: int, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _tree(x: torch.Tensor, k: int, p: float, max_distance: float | None) -> tuple[torch.Tensor, torch.Tensor]:
     points = x.detach().cpu().double().numpy()
-    d, i = cKDTree(points).query(points, k=k, p=p)
+    # cKDTree keeps neighbours strictly closer than the bound: nudge it so that ties are kept too
+    bound = np.inf if max_distance is None else np.nextafter(max_distance, np.inf)
+    d, i = cKDTree(points).query(points, k=k, p=p, distance_upper_bound=bound, workers=torch.get_num_threads())
     d, i = np.asarray(d).reshape(len(points), k), np.asarray(i).reshape(len(points), k)
+    i[i == len(points)] = 0  # "not found" entries: their distance is inf, the caller replaces them
     return torch.from_numpy(d).to(x), torch.from_numpy(i).to(x.device, torch.long)
 
 
-def _brute(x: torch.Tensor, k: int, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _brute(x: torch.Tensor, k: int, p: float, max_distance: float | None) -> tuple[torch.Tensor, torch.Tensor]:
     dists, indices = [], []
     for start in range(0, len(x), CHUNK_ROWS):
         # not the matrix-product form of the L2 distance: it is off by ~1e-3 and can misorder neighbours

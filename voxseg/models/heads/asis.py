@@ -105,10 +105,9 @@ class ASISHead(nn.Module):
         """(V, K) rows of each voxel's K nearest voxels of its sample in embedding space (L1, the
         loss's distance), the voxel itself first; neighbours farther than delta_v are replaced by
         the voxel itself, so that only same-instance features are fused (Sec. 3.2)."""
-        dist, index = knn(embedding.detach(), self.k, voxel_batch, p=1)
-        own = torch.arange(len(index), device=index.device).unsqueeze(1)
-        index[:, :1] = own
-        return torch.where(dist > self.delta_v, own, index)
+        _, index = knn(embedding.detach(), self.k, voxel_batch, p=1, max_distance=self.delta_v)
+        index[:, 0] = torch.arange(len(index), device=index.device)  # itself, even among exact duplicates
+        return index
 
     @torch.no_grad()
     def predict(self, outputs: dict, features: BackboneOutput, batch: dict) -> dict:

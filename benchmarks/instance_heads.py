@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Instance heads side by side on the synthetic sequences, with identical training budgets.
+
+    python benchmarks/instance_heads.py [--data data/synthetic] [--steps 600] [--rows asis asis_vanilla]
+
+Each row fine-tunes its config (configs/finetune/synthetic_minkunet14a_<row>.yaml) from scratch on
+sequences 00-03 with the same steps, seed and data, then predicts the held-out sequence 04 scan
+by scan and prints one table: AP, AP50, AP25 (ScanNet), PQ (SemanticKITTI), mCov, mWCov, mPrec,
+mRec (ASIS), mIoU, and the inference milliseconds per scan split into network and clustering
+(like ASIS's Table 5). The last line compares the first two rows, ASIS against its vanilla
+baseline, as the paper's Tables 1-3 do. Runs that finished are reused (delete --out to retrain).
+It also saves the thing-voxel embeddings of the held-out scan with the most of them to
+OUT/<row>/embeddings.npy, real input for benchmarks/cluster.py --embeddings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import voxseg.data.dataset  # noqa: E402,F401
+import voxseg.evaluation  # noqa: E402,F401
+import voxseg.models  # noqa: E402,F401
+from voxseg import sparse  # noqa: E402
+from voxseg.data.collate import collate, to_device  # noqa: E402
+from voxseg.engine import checkpoint, finetune  # noqa: E402
+from voxseg.registry import DATASETS, EVALUATORS, MODELS  # noqa: E402
+from voxseg.synthetic import SyntheticSpec, generate_dataset  # noqa: E402
+
+ROWS = {"asis": "ASIS", "asis_vanilla": "ASIS vanilla"}
+COLUMNS = ("ap", "ap50", "ap25", "pq", "mcov", "mwcov", "mprec", "mrec", "miou")
+
+
+def train(row: str, data: Path, out: Path, steps: int, device: str) -> Path:
+    """Fine-tune one row's config (or reuse a finished run); returns its output folder."""
+    run_dir = out / row
+    config = ROOT / "configs" / "finetune" / f"synthetic_minkunet14a_{row}.yaml"
+    overrides = [f"output_dir={run_dir}", f"data.root={data}", f"train.max_steps={steps}", "train.val_every=0",
+                 f"train.device={device}", "train.progress=false"]
+    if (run_dir / "metrics.json").exists():
+        print(f"{row}: reusing {run_dir}", flush=True)
+        return run_dir
+    resume = (run_dir / "checkpoints" / "last.pt").exists()
+    start = time.perf_counter()
+    finetune.run(finetune.resolve(str(config), overrides), resume=resume)
+    print(f"{row}: trained {steps} steps in {time.perf_counter() - start:.0f} s", flush=True)
+    return run_dir
+
+
+@torch.no_grad()
+def evaluate(run_dir: Path, data: Path, device: torch.device) -> dict:
+    """Metrics on the validation sequence, milliseconds per scan (network, clustering), and the
+    embeddings of the scan with the most thing voxels."""
+    state = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+    cfg = state["config"]
+    if cfg["train"]["threads"]:
+        sparse.set_threads(cfg["train"]["threads"])
+    model = MODELS.build(cfg["model"])
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    dataset = DATASETS.build(cfg["data"]["val"], root=str(data), label_config=cfg["data"]["label_config"])
+    evaluator = EVALUATORS.build(cfg["evaluator"], labels=dataset.label_config)
+    clustering = [h for h in model.heads.values() if hasattr(h, "timings")]
+    total = cluster = 0.0
+    best = np.zeros((0, 0), dtype=np.float32)
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        batch = to_device(collate([sample]), device)
+        before = sum(h.timings["cluster_s"] for h in clustering)
+        start = time.perf_counter()
+        out = model(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        total += time.perf_counter() - start
+        cluster += sum(h.timings["cluster_s"] for h in clustering) - before
+        pred = {k: v.cpu().numpy() for k, v in out["pred"].items()}
+        evaluator.add(pred, sample)
+        for head in out["heads"].values():
+            if "voxel_embedding" in head:
+                things = [h.thing_classes for h in clustering][0]
+                voxel_class = head["voxel_logits"].argmax(dim=1).cpu().numpy()
+                embedding = head["voxel_embedding"][torch.from_numpy(np.isin(voxel_class, things)).to(device)]
+                if len(embedding) > len(best):
+                    best = embedding.cpu().numpy()
+    result = evaluator.result()
+    scans = len(dataset)
+    result["network_ms"] = 1000 * (total - cluster) / scans
+    result["cluster_ms"] = 1000 * cluster / scans
+    np.save(run_dir / "embeddings.npy", best)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="data/synthetic", help="synthetic dataset root (generated when missing)")
+    parser.add_argument("--out", default="runs/bench_instance_heads")
+    parser.add_argument("--steps", type=int, default=600, help="training steps per row (identical for all)")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    args = parser.parse_args()
+    data, out = Path(args.data), Path(args.out)
+    start = time.perf_counter()
+    generate_dataset(data, SyntheticSpec())
+    device = finetune.pick_device(args.device)
+    results = {}
+    for row in args.rows:
+        run_dir = train(row, data, out, args.steps, args.device)
+        results[row] = evaluate(run_dir, data, device)
+        (run_dir / "benchmark.json").write_text(json.dumps(results[row], indent=2, default=float) + "\n")
+
+    print(f"\n{len(args.rows)} rows, {args.steps} steps each, held-out sequence 04, device {device}, "
+          f"{time.perf_counter() - start:.0f} s in all")
+    header = f"{'method':<14}" + "".join(f"{c.upper():>7}" for c in COLUMNS) + f"{'net ms':>9}{'clust ms':>10}"
+    print(header)
+    print("-" * len(header))
+    for row, r in results.items():
+        print(f"{ROWS[row]:<14}" + "".join(f"{100 * r[c]:>7.1f}" for c in COLUMNS)
+              + f"{r['network_ms']:>9.0f}{r['cluster_ms']:>10.0f}")
+    if "asis" in results and "asis_vanilla" in results:
+        a, v = results["asis"], results["asis_vanilla"]
+        print(f"ASIS - vanilla: mWCov {100 * (a['mwcov'] - v['mwcov']):+.1f}, mIoU {100 * (a['miou'] - v['miou']):+.1f}, "
+              f"PQ {100 * (a['pq'] - v['pq']):+.1f}, AP50 {100 * (a['ap50'] - v['ap50']):+.1f}")
+
+
+if __name__ == "__main__":
+    main()
