@@ -23,7 +23,7 @@ def tiny_scenes(dtype=torch.float64):
 
 def test_discriminative_loss_matches_equations_1_to_4():
     embedding, batch = tiny_scenes()
-    loss = DiscriminativeLoss(head="asis", delta_v=0.2, delta_d=2.0, alpha=0.1)
+    loss = DiscriminativeLoss(head="asis", stuff="ignore", delta_v=0.2, delta_d=2.0, alpha=0.1)
     # scene 0: mu_0 = (0.5, 0), L1 distances of its points 0.5 and 0.5 -> [0.5 - 0.2]^2 = 0.09 each;
     # mu_1 = (3, 1), one point at distance 0. L_var = (0.09 + 0) / 2.
     # ||mu_0 - mu_1||_1 = 2.5 + 1 = 3.5 -> [2 * 2 - 3.5]^2 = 0.25 for each of the 2 ordered pairs,
@@ -40,11 +40,26 @@ def test_discriminative_loss_gradcheck_and_empty_batch():
     embedding, batch = tiny_scenes()
     embedding = embedding + 0.01 * torch.arange(16, dtype=torch.float64).view(8, 2)  # off the hinges' kinks
     embedding.requires_grad_(True)
-    loss = DiscriminativeLoss(head="asis", delta_v=0.2, delta_d=2.0, alpha=0.1)
+    loss = DiscriminativeLoss(head="asis", stuff="ignore", delta_v=0.2, delta_d=2.0, alpha=0.1)
     assert torch.autograd.gradcheck(lambda e: loss({"asis": {"embedding": e}}, batch), (embedding,))
     none = {"instance": torch.full((8,), -1), "batch": batch["batch"]}
     zero = loss({"asis": {"embedding": embedding}}, none)
     assert zero.item() == 0.0 and zero.requires_grad
+
+
+def test_stuff_points_form_one_instance_per_scene_and_class():
+    batch = {"instance": torch.tensor([0, 0, -1, -1, -1, 1, -1, -1, -1]),
+             "segment": torch.tensor([0, 0, 2, 2, 3, 0, 2, -1, 3]),
+             "batch": torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1])}
+    ids = DiscriminativeLoss(stuff="segments").instances(batch)
+    # instance ids 0 and 1 kept; stuff ids start at 2 and are 2 + scene * 4 classes + class
+    assert ids.tolist() == [0, 0, 4, 4, 5, 1, 8, -1, 9]
+    assert torch.equal(DiscriminativeLoss(stuff="ignore").instances(batch), batch["instance"])
+    # and the loss is the formula over those groups: the same as passing them as instances
+    embedding = torch.randn(9, 3, dtype=torch.float64)
+    with_stuff = DiscriminativeLoss(head="h")({"h": {"embedding": embedding}}, batch)
+    explicit = DiscriminativeLoss(head="h", stuff="ignore")({"h": {"embedding": embedding}}, {**batch, "instance": ids})
+    assert torch.equal(with_stuff, explicit)
 
 
 # ----------------------------------------------------------------------------- kNN

@@ -6,7 +6,7 @@ a scalar tensor.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
@@ -45,20 +45,36 @@ class DiscriminativeLoss(nn.Module):
       L_reg  = 1/I sum_i ||mu_i||_1                                               (eq. 4)
       L      = L_var + L_dist + alpha L_reg                                       (eq. 1)
 
-    The instances are those batch[`target`] gives (ids >= 0, unique per batch; -1 = none): the
-    label config's instances. L_dist is 0 for a scene with one instance; the loss is the mean
-    over the batch's scenes that have instances, and a zero that keeps the graph without any.
+    The instances are those batch[`target`] gives (ids >= 0, unique per batch; -1 = none). With
+    `stuff: segments` (the default), the labelled points without an instance (stuff) also form
+    one instance per (scene, class) of batch[`semantic_target`], as panoptic segmentation counts
+    stuff: in S3DIS, ASIS's data, every point, walls included, has an instance, while a LiDAR
+    scan's stuff has none and its embeddings would otherwise be unconstrained, so that instance
+    fusion would mix the features of unrelated classes. `stuff: ignore` uses the instances
+    alone. L_dist is 0 for a scene with one instance; the loss is the mean over the batch's
+    scenes that have instances, and a zero that keeps the graph without any.
     """
 
-    def __init__(self, head: str = "instance", target: str = "instance",
+    def __init__(self, head: str = "instance", target: str = "instance", semantic_target: str = "segment",
+                 stuff: Literal["segments", "ignore"] = "segments",
                  delta_v: Annotated[float, Range(ge=0)] = 0.5, delta_d: Annotated[float, Range(ge=0)] = 1.5,
                  alpha: Annotated[float, Range(ge=0)] = 0.001):
         super().__init__()
-        self.head, self.target = head, target
+        self.head, self.target, self.semantic_target, self.stuff = head, target, semantic_target, stuff
         self.delta_v, self.delta_d, self.alpha = delta_v, delta_d, alpha
 
+    def instances(self, batch: dict) -> torch.Tensor:
+        """(N,) the ids the loss groups points by (unique per batch), -1 = not in the loss."""
+        ids = batch[self.target]
+        if self.stuff == "ignore":
+            return ids
+        segment = batch[self.semantic_target]
+        classes = int(segment.max()) + 1 if len(segment) else 1
+        stuff = int(ids.max()) + 1 + batch["batch"] * classes + segment
+        return torch.where(ids >= 0, ids, torch.where(segment >= 0, stuff, -1))
+
     def forward(self, outputs: dict[str, dict], batch: dict) -> torch.Tensor:
-        embedding, ids = outputs[self.head]["embedding"], batch[self.target]
+        embedding, ids = outputs[self.head]["embedding"], self.instances(batch)
         has = ids >= 0
         if not has.any():
             return embedding.sum() * 0.0
