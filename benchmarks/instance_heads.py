@@ -70,6 +70,7 @@ def evaluate(run_dir: Path, data: Path, device: torch.device) -> dict:
     dataset = DATASETS.build(cfg["data"]["val"], root=str(data), label_config=cfg["data"]["label_config"])
     evaluator = EVALUATORS.build(cfg["evaluator"], labels=dataset.label_config)
     clustering = [h for h in model.heads.values() if hasattr(h, "timings")]
+    things = clustering[0].thing_classes
     total = cluster = 0.0
     best = np.zeros((0, 0), dtype=np.float32)
     for i in range(len(dataset)):
@@ -86,7 +87,6 @@ def evaluate(run_dir: Path, data: Path, device: torch.device) -> dict:
         evaluator.add(pred, sample)
         for head in out["heads"].values():
             if "voxel_embedding" in head:
-                things = [h.thing_classes for h in clustering][0]
                 voxel_class = head["voxel_logits"].argmax(dim=1).cpu().numpy()
                 embedding = head["voxel_embedding"][torch.from_numpy(np.isin(voxel_class, things)).to(device)]
                 if len(embedding) > len(best):
