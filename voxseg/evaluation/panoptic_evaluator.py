@@ -28,6 +28,7 @@ from voxseg.data.labels import LabelConfig
 from voxseg.errors import DataFormatError
 from voxseg.evaluation.instance import InstanceAP, InstanceCoverage
 from voxseg.evaluation.panoptic import PanopticQuality
+from voxseg.evaluation.semantic import matched_label_files
 from voxseg.registry import EVALUATORS
 
 
@@ -124,21 +125,13 @@ def evaluate_panoptic_directories(gt_dir: str | os.PathLike, pred_dir: str | os.
     """Metrics over every .label file of `gt_dir` against the same-named file of `pred_dir` and,
     with `scores_dir`, the same-named .txt confidences there (without: AP is NaN); `options`
     go to PanopticEvaluator (min_points, min_region_size)."""
-    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    files = matched_label_files(gt_dir, pred_dir)
     scores_dir = None if scores_dir is None else Path(scores_dir)
-    for directory, what in ((gt_dir, "label"), (pred_dir, "label"), (scores_dir, "scores")):
-        if directory is not None and not directory.is_dir():
-            raise DataFormatError(f"{directory}: {what} directory not found")
-    gt_files = sorted(gt_dir.glob("*.label"))
-    if not gt_files:
-        raise DataFormatError(f"{gt_dir}: no .label files")
-    missing = [f.name for f in gt_files if not (pred_dir / f.name).is_file()]
-    if missing:
-        raise DataFormatError(f"{pred_dir}: no prediction for {len(missing)} ground-truth scan(s), first {missing[0]}")
+    if scores_dir is not None and not scores_dir.is_dir():
+        raise DataFormatError(f"{scores_dir}: scores directory not found")
     evaluator = PanopticEvaluator(labels, **options)
-    for gt_file in gt_files:
+    for gt_file, pred_file in files:
         gt = _read_packed(gt_file)
-        pred_file = pred_dir / gt_file.name
         pred = _read_packed(pred_file)
         if len(pred) != len(gt):
             raise DataFormatError(f"{pred_file}: {len(pred)} predictions for the {len(gt)} points of {gt_file}")
@@ -150,7 +143,7 @@ def evaluate_panoptic_directories(gt_dir: str | os.PathLike, pred_dir: str | os.
             if unscored:
                 raise DataFormatError(f"{scores_file}: no score for instance(s) {unscored[:5]} of {pred_file}")
         evaluator.add_raw(pred, gt, scores)
-    return {**evaluator.result(), "num_scans": len(gt_files)}
+    return {**evaluator.result(), "num_scans": len(files)}
 
 
 def _read_packed(path: Path) -> np.ndarray:

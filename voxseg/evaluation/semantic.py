@@ -113,8 +113,9 @@ def evaluate_arrays(pred_raw: list[np.ndarray], gt_raw: list[np.ndarray], labels
     return evaluator.result()
 
 
-def evaluate_directories(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, labels: LabelConfig) -> dict:
-    """Metrics over every .label file of `gt_dir` against the same-named file of `pred_dir`."""
+def matched_label_files(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """(ground truth, prediction) pairs: every .label file of `gt_dir` with the same-named file of
+    `pred_dir`; a missing folder, an empty one or a missing prediction is a DataFormatError."""
     gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
     for directory in (gt_dir, pred_dir):
         if not directory.is_dir():
@@ -125,15 +126,20 @@ def evaluate_directories(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike,
     missing = [f.name for f in gt_files if not (pred_dir / f.name).is_file()]
     if missing:
         raise DataFormatError(f"{pred_dir}: no prediction for {len(missing)} ground-truth scan(s), first {missing[0]}")
+    return [(f, pred_dir / f.name) for f in gt_files]
+
+
+def evaluate_directories(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, labels: LabelConfig) -> dict:
+    """Metrics over every .label file of `gt_dir` against the same-named file of `pred_dir`."""
+    files = matched_label_files(gt_dir, pred_dir)
     evaluator = SemanticEvaluator(labels)
-    for gt_file in gt_files:
+    for gt_file, pred_file in files:
         gt, _ = sk.read_label(gt_file)
-        pred_file = pred_dir / gt_file.name
         pred, _ = sk.read_label(pred_file)
         if len(pred) != len(gt):
             raise DataFormatError(f"{pred_file}: {len(pred)} predictions for the {len(gt)} points of {gt_file}")
         evaluator.add_raw(pred, gt)
-    return {**evaluator.result(), "num_scans": len(gt_files)}
+    return {**evaluator.result(), "num_scans": len(files)}
 
 
 def format_table(result: dict) -> str:
