@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from voxseg.engine import checkpoint
+from voxseg.engine import checkpoint, distributed
 from voxseg.engine.ema import ModelEMA
 from voxseg.engine.interrupt import deferred_interrupts
 from voxseg.engine.optim import build_optimizer, build_scheduler, param_groups
@@ -132,7 +132,8 @@ def test_best_is_decided_on_the_same_scans_every_time(tmp_path, monkeypatch):
     monkeypatch.setattr(hooks.checkpoint, "save", lambda path, trainer, config: saved.append((path.name, trainer.step)))
     hook = hooks.ValidationHook([0, 1, 2], ScoreEvaluator, every=2, checkpoint_dir=tmp_path, metrics_path=tmp_path / "m.json",
                                 config={}, key_metric="score", mode="max", max_scans=1)
-    trainer = SimpleNamespace(step=0, max_steps=4, state={}, model=None, device=None, log=lambda scalars: None)
+    trainer = SimpleNamespace(step=0, max_steps=4, state={}, model=None, device=None, log=lambda scalars: None,
+                              ctx=distributed.Context())
     hook.before_train(trainer)
     trainer.step = 2
     hook.after_step(trainer, {})
@@ -154,7 +155,8 @@ def test_best_follows_the_metric_direction(tmp_path, monkeypatch):
     monkeypatch.setattr(hooks.checkpoint, "save", lambda path, trainer, config: saved.append(trainer.step))
     hook = hooks.ValidationHook([0], ScoreEvaluator, every=2, checkpoint_dir=tmp_path, metrics_path=tmp_path / "m.json",
                                 config={}, key_metric="score", mode="min")
-    trainer = SimpleNamespace(step=2, max_steps=4, state={}, model=None, device=None, log=lambda scalars: None)
+    trainer = SimpleNamespace(step=2, max_steps=4, state={}, model=None, device=None, log=lambda scalars: None,
+                              ctx=distributed.Context())
     hook.after_step(trainer, {})
     trainer.step = 4
     hook.after_train(trainer)

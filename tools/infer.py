@@ -26,7 +26,7 @@ from tqdm import tqdm
 from voxseg.cli import main_guard
 from voxseg.data import semantic_kitti as sk
 from voxseg.engine import checkpoint
-from voxseg.engine.finetune import pick_device
+from voxseg.engine.device import pick_device
 from voxseg.errors import VoxsegError
 from voxseg.registry import DATASETS, MODELS
 

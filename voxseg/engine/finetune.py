@@ -4,6 +4,9 @@ Everything a run needs is checked before anything is written: the config (types 
 the output folder, on --resume the checkpoint and that the config matches it, the model
 against the label config and features, and every scan the run will read. A problem is one
 `error: FILE: problem` line (voxseg.errors) and the output folder is left as it was.
+
+Started by torchrun, the run trains data-parallel (voxseg.engine.distributed): every process
+checks, rank 0 alone writes, and the world size is recorded as `train.world_size`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from torch.utils.data import DataLoader
 from voxseg import atomic, config as cfglib, sparse
 from voxseg.config import Component, Range
 from voxseg.data.collate import collate
-from voxseg.engine import checkpoint
+from voxseg.engine import checkpoint, distributed
+from voxseg.engine.device import pick_device
 from voxseg.engine.hooks import CheckpointHook, ProgressBarHook, TensorBoardHook, ValidationHook
 from voxseg.engine.interrupt import ignore_in_worker
 from voxseg.engine.optim import ParamGroup, build_optimizer, build_scheduler
@@ -31,6 +35,7 @@ from voxseg.registry import DATASETS, EVALUATORS, HOOKS, MODELS
 
 INJECTED = ("root", "label_config")  # given once under `data`, passed to both datasets
 # Keys a resumed run may change freely: they affect speed and display, not the numbers.
+# (train.world_size is not one: it changes the global batch and the order of the scans.)
 RUNTIME_KEYS = ("train.num_workers", "train.progress", "train.device", "train.check_data", "output_dir")
 
 
@@ -45,7 +50,7 @@ class DataSection:
 @dataclass
 class TrainSection:
     max_steps: Annotated[int, Range(ge=1)] = 1000
-    batch_size: Annotated[int, Range(ge=1)] = 2
+    batch_size: Annotated[int, Range(ge=1)] = 2  # scans per step and process; the global batch is world_size times it
     num_workers: Annotated[int, Range(ge=0)] = 1
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: Annotated[float, Range(gt=0)] = 1e-3
@@ -68,6 +73,9 @@ class TrainSection:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: Annotated[int, Range(ge=0)] = 0  # CPU threads for torch and ME; 1 makes CPU runs repeatable; 0 = defaults
     progress: bool = True
+    world_size: Annotated[int, Range(ge=1)] = 1  # processes (torchrun's WORLD_SIZE): recorded by the run, not set by hand
+    sync_bn: bool = False  # with several GPUs: batch-norm statistics over the global batch (MinkowskiSyncBatchNorm)
+    find_unused_parameters: bool = False  # DDP: needed when some parameters get no gradient in a step
 
 
 @dataclass
@@ -103,15 +111,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is {name!r} but CUDA is not available")
-    return device
 
 
 def build_datasets(cfg: dict):
@@ -173,9 +172,31 @@ def check_model(model: torch.nn.Module, labels, train_set, evaluator, train_cfg:
                           f"choose from {', '.join(metrics)}")
 
 
+def sync_batch_norm(model: torch.nn.Module, device: torch.device, ctx: distributed.Context) -> torch.nn.Module:
+    """Batch norm over the global batch (train.sync_bn): ME's and torch's layers both converted."""
+    if device.type != "cuda":
+        raise ConfigError("train.sync_bn needs CUDA: synchronised batch norm runs on GPUs only (set it false on CPU)")
+    if not ctx.enabled:
+        return model
+    from voxseg.sparse import ME
+
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(ME.MinkowskiSyncBatchNorm.convert_sync_batchnorm(model))
+
+
 def run(cfg: dict, resume: bool = False, pretrained: str | None = None, allow_config_change: bool = False) -> dict:
-    """Fine-tune as `cfg` (resolved) says; returns the final validation metrics."""
+    """Fine-tune as `cfg` (resolved) says; returns the final validation metrics (on rank 0; an
+    empty dict on the other ranks of a torchrun)."""
+    ctx = distributed.from_env()
+    try:
+        return _run(cfg, ctx, resume, pretrained, allow_config_change)
+    finally:
+        distributed.teardown()
+
+
+def _run(cfg: dict, ctx: distributed.Context, resume: bool, pretrained: str | None, allow_config_change: bool) -> dict:
     train_cfg = cfg["train"]
+    train_cfg["world_size"] = ctx.world_size
+    say = print if ctx.is_main else (lambda *a, **k: None)
     out = Path(cfg["output_dir"])
     ckpt_dir = out / "checkpoints"
     check_output_dir(out, resume)
@@ -188,11 +209,14 @@ def run(cfg: dict, resume: bool = False, pretrained: str | None = None, allow_co
     if train_cfg["threads"]:
         sparse.set_threads(train_cfg["threads"])
     seed_everything(train_cfg["seed"])
-    device = pick_device(train_cfg["device"])
+    device = pick_device(train_cfg["device"], ctx.local_rank if ctx.enabled else None)
+    distributed.setup(ctx, device)
 
     train_set, val_set = build_datasets(cfg)
     labels = train_set.label_config
     model = MODELS.build(cfg["model"]).to(device)
+    if train_cfg["sync_bn"]:
+        model = sync_batch_norm(model, device, ctx)
     make_evaluator = lambda: EVALUATORS.build(cfg["evaluator"], labels=labels)  # noqa: E731
     check_model(model, labels, train_set, make_evaluator(), train_cfg)
 
@@ -203,20 +227,24 @@ def run(cfg: dict, resume: bool = False, pretrained: str | None = None, allow_co
         subset = [i for i, n in enumerate(names) if n in wanted]
     else:
         subset = select_subset(names, train_cfg["label_fraction"], train_cfg["seed"])
-    if train_cfg["batch_size"] > len(subset):
-        raise ConfigError(f"train.batch_size {train_cfg['batch_size']} exceeds the {len(subset)} labelled training scans")
-    full = train_cfg["check_data"] == "full"
-    train_set.check(full=full, progress=train_cfg["progress"], indices=subset)
-    val_set.check(full=full, progress=train_cfg["progress"])
+    global_batch = train_cfg["batch_size"] * ctx.world_size
+    if global_batch > len(subset):
+        per = f" x {ctx.world_size} processes" if ctx.enabled else ""
+        raise ConfigError(f"train.batch_size {train_cfg['batch_size']}{per} exceeds the {len(subset)} labelled training scans")
+    if ctx.is_main:  # the scans are read once, not by every process
+        full = train_cfg["check_data"] == "full"
+        train_set.check(full=full, progress=train_cfg["progress"], indices=subset)
+        val_set.check(full=full, progress=train_cfg["progress"])
 
-    # every check passed: from here on the run writes
-    make_output_dir(out)
-    cfglib.dump(cfg, out / "config.yaml")
-    if not (resume and subset_file.exists()):
-        atomic.write_text(subset_file, "".join(f"{names[i]}\n" for i in subset))
+        # every check passed: from here on the run writes
+        make_output_dir(out)
+        cfglib.dump(cfg, out / "config.yaml")
+        if not (resume and subset_file.exists()):
+            atomic.write_text(subset_file, "".join(f"{names[i]}\n" for i in subset))
+    distributed.barrier(ctx)  # (a rank-0 error ends the run: torchrun stops the other processes)
     labelled = LabelledSubset(train_set, subset)
     train_set.seed = train_cfg["seed"]
-    sampler = EpochSampler(len(labelled), train_cfg["seed"])
+    sampler = EpochSampler(len(labelled), train_cfg["seed"], ctx.rank, ctx.world_size)
     loader = DataLoader(labelled, batch_size=train_cfg["batch_size"], sampler=sampler,
                         num_workers=train_cfg["num_workers"], collate_fn=collate, drop_last=True,
                         persistent_workers=False, pin_memory=device.type == "cuda",
@@ -231,17 +259,21 @@ def run(cfg: dict, resume: bool = False, pretrained: str | None = None, allow_co
         *[HOOKS.build(h) for h in train_cfg["hooks"]],
         CheckpointHook(ckpt_dir, cfg, every=train_cfg["checkpoint_every"]),  # last: saves what the others did
     ]
+    if pretrained and saved is None:
+        report = checkpoint.load_backbone(model.backbone, pretrained)
+        say(f"pretrained weights from {pretrained}:\n{report.summary()}")
+        if ctx.is_main:
+            atomic.write_text(out / "pretrained.txt", f"{pretrained}\n{report.summary()}\n")
     trainer = Trainer(model, optimizer, scheduler, loader, sampler, train_cfg["max_steps"], device, hooks,
-                      train_cfg["grad_clip"], seed=train_cfg["seed"], work_dir=out, config=cfg)
+                      train_cfg["grad_clip"], seed=train_cfg["seed"], work_dir=out, config=cfg, ctx=ctx,
+                      find_unused_parameters=train_cfg["find_unused_parameters"])
     if saved is not None:
         checkpoint.restore(trainer, saved)
-        print(f"resumed {out} at step {trainer.step}")
-    elif pretrained:
-        report = checkpoint.load_backbone(model.backbone, pretrained)
-        print(f"pretrained weights from {pretrained}:\n{report.summary()}")
-        atomic.write_text(out / "pretrained.txt", f"{pretrained}\n{report.summary()}\n")
-    print(f"training on {len(labelled)} of {len(train_set)} labelled scans, validating on {len(val_set)}; "
-          f"device {device}; output {out}")
+        say(f"resumed {out} at step {trainer.step}")
+    processes = (f"; {ctx.world_size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), "
+                 f"global batch {global_batch}" if ctx.enabled else "")
+    say(f"training on {len(labelled)} of {len(train_set)} labelled scans, validating on {len(val_set)}; "
+        f"device {device}{processes}; output {out}")
     trainer.run()
     return trainer.state.get("last_val", {})
 

@@ -3,6 +3,8 @@
 The trainer's standard hooks are built from `train.*` settings; more come from YAML
 (`train.hooks: [{type: EMAHook, momentum: 0.999}]`, any class registered in HOOKS). A hook
 finds the run's folder and config on the trainer (`trainer.work_dir`, `trainer.config`).
+Under torchrun, hooks that print or write are `main_only` (rank 0); validation runs on every
+rank, each predicting its shard of the scans, and rank 0 scores and writes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from tqdm import tqdm
 
 from voxseg import atomic
 from voxseg.config import Range
-from voxseg.engine import checkpoint
+from voxseg.engine import checkpoint, distributed
 from voxseg.engine.ema import ModelEMA
 from voxseg.engine.inference import predict
 from voxseg.engine.trainer import Hook, Trainer
@@ -28,6 +30,8 @@ from voxseg.registry import HOOKS
 class ProgressBarHook(Hook):
     """A tqdm bar over the optimizer steps showing every loss term, the learning rate and the
     last validation's key metric."""
+
+    main_only = True
 
     def __init__(self, every: int = 1, enabled: bool = True):
         self.every, self.enabled, self.bar = every, enabled, None
@@ -62,13 +66,19 @@ class TensorBoardHook(Hook):
     """Scalars under `log_dir`: every loss term averaged over `every` steps, the learning rate of
     each parameter group, seconds per step, and whatever other hooks log (validation)."""
 
-    def __init__(self, log_dir: str | Path, every: int = 10):
-        from torch.utils.tensorboard import SummaryWriter
+    main_only = True
 
-        self.writer = SummaryWriter(str(log_dir))
+    def __init__(self, log_dir: str | Path, every: int = 10):
+        self.log_dir, self.writer = Path(log_dir), None  # the writer (and its folder) at before_train
         self.every = every
         self.sums: dict[str, float] = {}
         self.count = 0
+        self.tick = time.perf_counter()
+
+    def before_train(self, trainer: Trainer) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.log_dir))
         self.tick = time.perf_counter()
 
     def after_step(self, trainer: Trainer, outputs: dict) -> None:
@@ -95,7 +105,8 @@ class TensorBoardHook(Hook):
         self.sums, self.count = dict(state["sums"]), state["count"]
 
     def after_train(self, trainer: Trainer) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
     on_interrupt = after_train
 
@@ -103,6 +114,8 @@ class TensorBoardHook(Hook):
 class CheckpointHook(Hook):
     """`last.pt` every `every` steps, at the end, and on Ctrl-C / SIGTERM (between steps), so a
     run never loses more than `every` steps. Removes temp files of writes killed earlier."""
+
+    main_only = True
 
     def __init__(self, directory: str | Path, config: dict, every: int = 200):
         self.directory, self.config, self.every = Path(directory), config, every
@@ -150,16 +163,23 @@ class ValidationHook(Hook):
             return True
         return value > best if self.mode == "max" else value < best
 
-    def validate(self, trainer: Trainer, final: bool) -> dict:
-        indices = range(len(self.dataset)) if final else self.subset
+    def validate(self, trainer: Trainer, final: bool) -> dict | None:
+        """Score the scans (all of them when `final`); None on ranks other than 0, which only predict."""
+        indices = list(range(len(self.dataset))) if final else self.subset
         subset = self.make_evaluator()
         whole = self.make_evaluator() if final and len(self.subset) < len(self.dataset) else subset
         chosen = set(self.subset)
-        for index, (_, pred, sample) in zip(indices, predict(trainer.model, self.dataset, trainer.device, indices)):
+        ctx = trainer.ctx
+        distributed.broadcast_buffers(trainer.model, ctx)
+        mine = distributed.shard(indices, ctx)
+        predictions = zip(mine, predict(trainer.model, self.dataset, trainer.device, mine))
+        for index, (_, pred, sample) in distributed.gather_in_order(predictions, len(indices), ctx):
             if index in chosen:
                 subset.add(pred, sample)
             if whole is not subset:
                 whole.add(pred, sample)
+        if not ctx.is_main:
+            return None
         scored = subset.result()
         result = whole.result() if whole is not subset else scored
         self.evaluator = whole
@@ -182,6 +202,8 @@ class ValidationHook(Hook):
 
     def after_train(self, trainer: Trainer) -> None:
         result = self.validate(trainer, final=True)
+        if result is None:  # not rank 0
+            return
         if hasattr(self.evaluator, "summary"):
             print(self.evaluator.summary(result))
         metrics = {
@@ -200,7 +222,9 @@ class ValidationHook(Hook):
 class EMAHook(Hook):
     """An exponential moving average of the model's weights (voxseg.engine.ema), updated after
     every step, kept in every checkpoint, and written as `checkpoints/ema.pt` (a model checkpoint
-    that tools/infer.py reads) at the end."""
+    that tools/infer.py reads) at the end. Rank 0 alone keeps it: DDP gives every rank the same weights."""
+
+    main_only = True
 
     def __init__(self, momentum: Annotated[float, Range(ge=0, le=1)] = 0.999):
         self.momentum = momentum

@@ -1,0 +1,123 @@
+"""Data-parallel training in processes started by torchrun (DistributedDataParallel).
+
+    torchrun --standalone --nproc_per_node N tools/finetune.py --config X.yaml
+
+torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a process started without them is a world of one
+and nothing here communicates. With N processes (NCCL between GPUs, gloo on CPU):
+  * each global batch (train.batch_size scans per process, N * batch_size in all) is split by
+    rank (voxseg.engine.trainer.EpochSampler), DDP averages the gradients, and the logged loss
+    terms are averaged over the ranks;
+  * an interrupt (Ctrl-C, SIGTERM) on any rank stops every rank after the same step;
+  * validation predicts a shard of the scans per rank after rank 0's batch-norm statistics are
+    copied to all; rank 0 scores the predictions in scan order, so the metrics equal those of a
+    one-process validation of the same weights;
+  * rank 0 alone prints and writes (config, checkpoints, TensorBoard, metrics).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import torch
+import torch.distributed as dist
+
+from voxseg.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Context:
+    """This process's place in the run: rank among world_size processes, local_rank on its node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def from_env() -> Context:
+    """The context torchrun's environment variables describe (a world of one without them)."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise ConfigError("WORLD_SIZE, RANK and LOCAL_RANK must be integers (as torchrun sets them)") from None
+    if world < 1 or not 0 <= rank < world:
+        raise ConfigError(f"RANK {rank} is not in a world of WORLD_SIZE {world}")
+    return Context(rank, world, local)
+
+
+def setup(ctx: Context, device: torch.device) -> None:
+    """Join the process group: NCCL when training on CUDA, gloo on CPU."""
+    if not ctx.enabled or dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: Context) -> None:
+    if ctx.enabled:
+        dist.barrier()
+
+
+def average(values: dict[str, float], ctx: Context, device: torch.device) -> dict[str, float]:
+    """The mean of each value over the ranks (every rank passes the same keys)."""
+    if not ctx.enabled or not values:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return dict(zip(keys, (tensor / ctx.world_size).tolist()))
+
+
+def any_rank(flag: bool, ctx: Context, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on at least one."""
+    if not ctx.enabled:
+        return flag
+    tensor = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+def broadcast_buffers(model: torch.nn.Module, ctx: Context) -> None:
+    """Copy rank 0's buffers (batch-norm running statistics) to every rank. Under DDP each rank's
+    last forward updated its own copy from its own scans."""
+    if ctx.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def shard(items: list, ctx: Context) -> list:
+    """This rank's share of `items`: every world_size-th, starting at its rank."""
+    return items[ctx.rank::ctx.world_size]
+
+
+def gather_in_order(shard_results: Iterable, count: int, ctx: Context) -> Iterator:
+    """Results of `count` items computed as `shard(items)` on every rank, yielded on rank 0 in the
+    items' order (other ranks yield nothing). One round of gathering per world_size items, so rank 0
+    holds one round at a time."""
+    if not ctx.enabled:
+        yield from shard_results
+        return
+    results = iter(shard_results)
+    for first in range(0, count, ctx.world_size):
+        mine = next(results) if first + ctx.rank < count else None
+        gathered = [None] * ctx.world_size if ctx.is_main else None
+        dist.gather_object(mine, gathered, dst=0)
+        if ctx.is_main:
+            yield from gathered[: min(ctx.world_size, count - first)]
