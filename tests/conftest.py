@@ -42,3 +42,15 @@ def kitti_real() -> list[Path]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run only where both torch and MinkowskiEngine have CUDA."""
+    from voxseg.engine.device import cuda_usable
+
+    if cuda_usable():
+        return
+    reason = pytest.mark.skip(reason="needs a CUDA GPU and a CUDA build of MinkowskiEngine")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(reason)
