@@ -138,3 +138,19 @@ def test_model_learns_a_scan(tiny_dataset, tmp_path, monkeypatch):
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr
     assert f"{scan}: " in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "finetune").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_resolves_and_builds(path):
+    """Each config in configs/finetune validates and its model builds with the heads it names."""
+    from voxseg.registry import MODELS
+
+    cfg = finetune.resolve(str(path), [])
+    model = MODELS.build(cfg["model"])
+    assert set(model.heads) == set(cfg["model"]["heads"])
+    if path.stem.startswith("synthetic_minkunet14a_asis"):
+        head = model.heads["asis"]
+        switches = (head.adapt is not None, head.instance_fusion)
+        expected = {"asis": (True, True), "asis_vanilla": (False, False), "asis_sa": (True, False),
+                    "asis_if": (False, True)}[path.stem.removeprefix("synthetic_minkunet14a_")]
+        assert switches == expected
