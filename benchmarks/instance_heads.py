@@ -7,7 +7,8 @@ Each row fine-tunes its config (configs/finetune/synthetic_minkunet14a_<row>.yam
 sequences 00-03 with the same steps, seed and data, then predicts the held-out sequence 04 scan
 by scan and prints one table: AP, AP50, AP25 (ScanNet), PQ (SemanticKITTI), mCov, mWCov, mPrec,
 mRec (ASIS), mIoU, and the inference milliseconds per scan split into network and clustering
-(like ASIS's Table 5). The last line compares the first two rows, ASIS against its vanilla
+(like ASIS's Table 5), and "IF pur": how often instance fusion's neighbours share the voxel's
+ground-truth class (see fusion_purity). The last line compares the first two rows, ASIS against its vanilla
 baseline, as the paper's Tables 1-3 do. `--rows asis_sa asis_if` adds Table 3's ablation (semantic
 awareness only, instance fusion only), outside the default budget. Runs that finished are reused (delete --out to retrain).
 It also saves the thing-voxel embeddings of the held-out scan with the most of them to
@@ -95,11 +96,45 @@ def evaluate(run_dir: Path, data: Path, device: torch.device) -> dict:
                 if len(embedding) > len(best):
                     best = embedding.cpu().numpy()
     result = evaluator.result()
+    result["fusion_purity"] = fusion_purity(model, dataset, device)
     scans = len(dataset)
     result["network_ms"] = 1000 * (total - cluster) / scans
     result["cluster_ms"] = 1000 * cluster / scans
     np.save(run_dir / "embeddings.npy", best)
     return result
+
+
+@torch.no_grad()
+def fusion_purity(model, dataset, device: torch.device) -> float:
+    """How often instance fusion (ASIS eq. 6) fuses a voxel with voxels of its own class: over
+    the labelled voxels of every scan, the mean fraction of its K fusion neighbours (nearest in
+    embedding space, those farther than delta_v replaced by itself) whose ground-truth class
+    (the majority of its points) is its own. Computed for rows without fusion too, from their
+    embeddings: what fusion would read. Features fused from other classes are what can cost IF
+    its semantic accuracy."""
+    head = next(h for h in model.heads.values() if hasattr(h, "fusion_neighbours"))
+    name = next(n for n, h in model.heads.items() if h is head)
+    captured = {}
+    handle = model.backbone.register_forward_hook(lambda module, args, output: captured.update(features=output))
+    same = total = 0.0
+    try:
+        for i in range(len(dataset)):
+            batch = to_device(collate([dataset[i]]), device)
+            out = model(batch)
+            features = captured["features"]
+            neighbours = head.fusion_neighbours(out["heads"][name]["voxel_embedding"], features.voxel_batch)
+            labelled = batch["segment"] >= 0
+            votes = torch.zeros(len(neighbours), head.num_classes, device=device)
+            votes.index_put_((features.inverse[labelled], batch["segment"][labelled]),
+                             torch.ones(int(labelled.sum()), device=device), accumulate=True)
+            has = votes.sum(dim=1) > 0
+            voxel_class = torch.where(has, votes.argmax(dim=1), -1)
+            rows = neighbours[has]
+            same += float((voxel_class[rows] == voxel_class[has].unsqueeze(1)).float().sum())
+            total += rows.numel()
+    finally:
+        handle.remove()
+    return same / max(total, 1.0)
 
 
 def main() -> None:
@@ -123,12 +158,13 @@ def main() -> None:
 
     print(f"\n{len(args.rows)} rows, {args.steps} steps each, held-out sequence 04, device {device}, "
           f"{time.perf_counter() - start:.0f} s in all")
-    header = f"{'method':<14}" + "".join(f"{c.upper():>7}" for c in COLUMNS) + f"{'net ms':>9}{'clust ms':>10}"
+    header = (f"{'method':<14}" + "".join(f"{c.upper():>7}" for c in COLUMNS) + f"{'net ms':>9}{'clust ms':>10}"
+              + f"{'IF pur':>8}")
     print(header)
     print("-" * len(header))
     for row, r in results.items():
         print(f"{ROWS[row]:<14}" + "".join(f"{100 * r[c]:>7.1f}" for c in COLUMNS)
-              + f"{r['network_ms']:>9.0f}{r['cluster_ms']:>10.0f}")
+              + f"{r['network_ms']:>9.0f}{r['cluster_ms']:>10.0f}{100 * r['fusion_purity']:>8.1f}")
     if "asis" in results and "asis_vanilla" in results:
         a, v = results["asis"], results["asis_vanilla"]
         print(f"ASIS - vanilla: mWCov {100 * (a['mwcov'] - v['mwcov']):+.1f}, mIoU {100 * (a['miou'] - v['miou']):+.1f}, "
