@@ -2,6 +2,7 @@
 them for YAML configs."""
 
 from voxseg.models import backbones, heads, losses, segmentor  # noqa: F401
+from voxseg.models import losses_probabilistic  # noqa: F401  (ProbabilisticInstanceLoss, CenterAwareScoreLoss, EntropyRegularizer)
 from voxseg.registry import MODELS
 
 
