@@ -199,6 +199,9 @@ def test_entropy_regularizer_is_eq_8():
     assert got.item() == pytest.approx(((entropy[:3].sum() + entropy[3:].sum()) / 2).item(), rel=1e-12)  # sum per scan
     labelled = EntropyRegularizer(head="h", points="labelled")({"h": {"log_sigma": log_sigma}}, batch)
     assert labelled.item() == pytest.approx(((entropy[0] + entropy[2] + entropy[3:].sum()) / 2).item(), rel=1e-12)
+    batch["instance"] = torch.tensor([-1, -1, 0, 1, -1])  # points 2 and 3 lie in instances
+    instances = EntropyRegularizer(head="h", points="instances")({"h": {"log_sigma": log_sigma}}, batch)
+    assert instances.item() == pytest.approx(((entropy[2] + entropy[3]) / 2).item(), rel=1e-12)
     iso = torch.randn(4, 1, generator=gen, dtype=D64)  # isotropic: the one sigma for all 3 axes
     got = EntropyRegularizer(head="h")({"h": {"log_sigma": iso}}, {"batch": torch.zeros(4, dtype=torch.long)})
     want = sum(1.5 * math.log(2 * math.pi * math.e) + 3 * s for s in iso[:, 0].tolist())

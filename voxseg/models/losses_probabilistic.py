@@ -168,19 +168,25 @@ class EntropyRegularizer(nn.Module):
     """L_Reg = sum_i H(e_i) = sum_i [3/2 ln(2 pi e) + 1/2 ln (sigma_i^1 sigma_i^2 sigma_i^3)^2] (eq. 8),
     the differential entropy of each point's Gaussian, summed over the scan's points (as printed:
     a sum, not a mean) and averaged over the batch's scans. An isotropic sigma counts for the
-    3 axes. Weighted 0.001 in eq. 17 (loss_weights). `points: labelled` sums over the points
-    with segment >= 0 or an instance; `all` over every point.
+    3 axes. Weighted 0.001 in eq. 17 (loss_weights). `points`: which points the sum runs over:
+    `all` (as printed: on PartNet every point lies in an instance), `instances` the points with
+    an instance id (>= 0), `labelled` those with segment >= 0 or an instance. On LiDAR use
+    `instances`: stuff points have no centre, so nothing in L_Ins holds their sigma up (as
+    negatives, a smaller sigma only lowers their loss) and minimising their entropy drives it
+    to 0 without bound (log sigma ~ -1400 after 200 steps of the synthetic recipe, then inf).
     """
 
     def __init__(self, head: str = "instance", semantic_target: str = "segment",
-                 points: Literal["labelled", "all"] = "all", dims: int = 3):
+                 points: Literal["instances", "labelled", "all"] = "all", dims: int = 3):
         super().__init__()
         self.head, self.semantic_target, self.points, self.dims = head, semantic_target, points, dims
         self.target = None
 
     def forward(self, outputs: dict[str, dict], batch: dict) -> torch.Tensor:
         log_sigma = outputs[self.head]["log_sigma"]
-        if self.points == "labelled":
+        if self.points == "instances":
+            keep = batch["instance"] >= 0
+        elif self.points == "labelled":
             keep = batch[self.semantic_target] >= 0
             if "instance" in batch:
                 keep = keep | (batch["instance"] >= 0)
