@@ -202,6 +202,8 @@ def test_entropy_regularizer_is_eq_8():
     batch["instance"] = torch.tensor([-1, -1, 0, 1, -1])  # points 2 and 3 lie in instances
     instances = EntropyRegularizer(head="h", points="instances")({"h": {"log_sigma": log_sigma}}, batch)
     assert instances.item() == pytest.approx(((entropy[2] + entropy[3]) / 2).item(), rel=1e-12)
+    mean = EntropyRegularizer(head="h", reduction="mean")({"h": {"log_sigma": log_sigma}}, batch)
+    assert mean.item() == pytest.approx(((entropy[:3].sum() / 3 + entropy[3:].sum() / 2) / 2).item(), rel=1e-12)
     iso = torch.randn(4, 1, generator=gen, dtype=D64)  # isotropic: the one sigma for all 3 axes
     got = EntropyRegularizer(head="h")({"h": {"log_sigma": iso}}, {"batch": torch.zeros(4, dtype=torch.long)})
     want = sum(1.5 * math.log(2 * math.pi * math.e) + 3 * s for s in iso[:, 0].tolist())
