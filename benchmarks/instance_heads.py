@@ -11,7 +11,11 @@ mRec (ASIS), mIoU, and the inference milliseconds per scan split into network an
 ground-truth class (see fusion_purity). The last line compares the first two rows, ASIS against its vanilla
 baseline, as the paper's Tables 1-3 do. `--rows asis_sa asis_if` adds Table 3's ablation (semantic
 awareness only, instance fusion only), `--rows probabilistic extdim` the probabilistic-embedding
-head and its deterministic baseline, outside the default budget. Runs that finished are reused (delete --out to retrain).
+head and its deterministic baseline, `--rows mpnet mpnet_nomem` MPNet with and without its memory,
+`--rows grouping` the differentiable-grouping head (its "ASA" column: the achievable segmentation
+accuracy of its cliques), and `--rows heads` one row per head: the table of every head, outside the
+default budget. Runs that finished are reused, and so are their scores (OUT/<row>/benchmark.json,
+newer than the checkpoint); delete them to retrain or re-score.
 It also saves the thing-voxel embeddings of the held-out scan with the most of them to
 OUT/<row>/embeddings.npy, real input for benchmarks/cluster.py --embeddings.
 """
@@ -34,6 +38,7 @@ import voxseg.data.dataset  # noqa: E402,F401
 import voxseg.evaluation  # noqa: E402,F401
 import voxseg.models  # noqa: E402,F401
 from voxseg import sparse  # noqa: E402
+from voxseg import atomic  # noqa: E402
 from voxseg.data.collate import collate, to_device  # noqa: E402
 from voxseg.engine import checkpoint, finetune  # noqa: E402
 from voxseg.engine.device import pick_device  # noqa: E402
@@ -41,10 +46,15 @@ from voxseg.registry import DATASETS, EVALUATORS, MODELS  # noqa: E402
 from voxseg.synthetic import SyntheticSpec, generate_dataset  # noqa: E402
 
 ROWS = {"asis": "ASIS", "asis_vanilla": "ASIS vanilla", "asis_sa": "ASIS SA only", "asis_if": "ASIS IF only",
-        "probabilistic": "Probabilistic", "extdim": "ExtDim"}
+        "probabilistic": "Probabilistic", "extdim": "ExtDim", "mpnet": "MPNet", "mpnet_nomem": "MPNet no mem",
+        "grouping": "Grouping"}
 # the 60-minute budget on 2 cores; asis_sa and asis_if are ASIS's Table 3 ablation, probabilistic and
-# extdim the probabilistic-embedding head (Zhang & Wonka) and its deterministic ExtDim baseline
+# extdim the probabilistic-embedding head (Zhang & Wonka) and its deterministic ExtDim baseline,
+# mpnet and mpnet_nomem MPNet (He et al.) with and without its memory, grouping the
+# differentiable-grouping head (Cheng et al.)
 DEFAULT_ROWS = ["asis", "asis_vanilla"]
+# `--rows heads`: one row per head, the table of every head under the same budget
+PRESETS = {"heads": ["asis", "asis_vanilla", "probabilistic", "extdim", "mpnet", "mpnet_nomem", "grouping"]}
 COLUMNS = ("ap", "ap50", "ap25", "pq", "mcov", "mwcov", "mprec", "mrec", "miou")
 
 
@@ -101,6 +111,7 @@ def evaluate(run_dir: Path, data: Path, device: torch.device) -> dict:
                     best = embedding.cpu().numpy()
     result = evaluator.result()
     result["fusion_purity"] = fusion_purity(model, dataset, device)
+    result["asa"] = asa_of(model, dataset, device)
     scans = len(dataset)
     result["network_ms"] = 1000 * (total - cluster) / scans
     result["cluster_ms"] = 1000 * cluster / scans
@@ -143,34 +154,61 @@ def fusion_purity(model, dataset, device: torch.device) -> float:
     return same / max(total, 1.0)
 
 
+@torch.no_grad()
+def asa_of(model, dataset, device: torch.device) -> float:
+    """The achievable segmentation accuracy of a grouping head's cliques against the ground-truth
+    instances (voxseg.evaluation.asa), over the labelled points of every held-out scan (each
+    scan's ASA weighted by its labelled points); NaN for heads without cliques."""
+    from voxseg.evaluation.asa import achievable_segmentation_accuracy
+
+    correct = labelled = 0.0
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        pred = model(to_device(collate([sample]), device))["pred"]
+        if "clique" not in pred:
+            return float("nan")
+        valid = sample["segment"] >= 0  # unlabelled points count nowhere
+        correct += achievable_segmentation_accuracy(pred["clique"].cpu().numpy(), sample["instance"], valid) * valid.sum()
+        labelled += valid.sum()
+    return correct / max(labelled, 1.0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/synthetic", help="synthetic dataset root (generated when missing)")
     parser.add_argument("--out", default="runs/bench_instance_heads")
     parser.add_argument("--steps", type=int, default=600, help="training steps per row (identical for all)")
-    parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS),
-                        help="rows: asis, asis_vanilla (default); asis_sa, asis_if (ablation); probabilistic, extdim")
+    parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS) + list(PRESETS),
+                        help="rows: asis, asis_vanilla (default); asis_sa, asis_if (ablation); probabilistic, "
+                             "extdim; mpnet, mpnet_nomem; grouping; 'heads' = one row per head")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     args = parser.parse_args()
     data, out = Path(args.data), Path(args.out)
+    rows = [r for row in args.rows for r in PRESETS.get(row, [row])]
     start = time.perf_counter()
     generate_dataset(data, SyntheticSpec())
     device = pick_device(args.device)
     results = {}
-    for row in args.rows:
+    for row in rows:
         run_dir = train(row, data, out, args.steps, args.device)
+        scored = run_dir / "benchmark.json"
+        if scored.exists() and scored.stat().st_mtime >= (run_dir / "checkpoints" / "last.pt").stat().st_mtime:
+            print(f"{row}: reusing {scored}", flush=True)
+            results[row] = json.loads(scored.read_text())
+            continue
         results[row] = evaluate(run_dir, data, device)
-        (run_dir / "benchmark.json").write_text(json.dumps(results[row], indent=2, default=float) + "\n")
+        atomic.write_text(scored, json.dumps(results[row], indent=2, default=float) + "\n")
 
-    print(f"\n{len(args.rows)} rows, {args.steps} steps each, held-out sequence 04, device {device}, "
+    print(f"\n{len(rows)} rows, {args.steps} steps each, held-out sequence 04, device {device}, "
           f"{time.perf_counter() - start:.0f} s in all")
     header = (f"{'method':<14}" + "".join(f"{c.upper():>7}" for c in COLUMNS) + f"{'net ms':>9}{'clust ms':>10}"
-              + f"{'IF pur':>8}")
+              + f"{'IF pur':>8}{'ASA':>7}")
     print(header)
     print("-" * len(header))
     for row, r in results.items():
         print(f"{ROWS[row]:<14}" + "".join(f"{100 * r[c]:>7.1f}" for c in COLUMNS)
-              + f"{r['network_ms']:>9.0f}{r['cluster_ms']:>10.0f}{100 * r['fusion_purity']:>8.1f}")
+              + f"{r['network_ms']:>9.0f}{r['cluster_ms']:>10.0f}{100 * r['fusion_purity']:>8.1f}"
+              + f"{100 * r.get('asa', float('nan')):>7.1f}")
     if "asis" in results and "asis_vanilla" in results:
         a, v = results["asis"], results["asis_vanilla"]
         print(f"ASIS - vanilla: mWCov {100 * (a['mwcov'] - v['mwcov']):+.1f}, mIoU {100 * (a['miou'] - v['miou']):+.1f}, "

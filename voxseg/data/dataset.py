@@ -99,3 +99,6 @@ class SemanticKITTI(Dataset):
                 sk.label_size(sk.label_path(self.root, sequence, frame), num_points)
             if full:
                 sk.read_scan(scan)
+
+
+from voxseg.data import s3dis, scannet  # noqa: E402,F401  (register the indoor datasets, S3DIS and ScanNet)

@@ -1,3 +1,4 @@
+from voxseg.evaluation.asa import achievable_segmentation_accuracy
 from voxseg.evaluation.instance import InstanceAP, InstanceCoverage
 from voxseg.evaluation.panoptic import PanopticQuality
 from voxseg.evaluation.panoptic_evaluator import (
@@ -17,4 +18,5 @@ from voxseg.evaluation.semantic import (
 
 __all__ = ["ConfusionMatrix", "SemanticEvaluator", "evaluate_arrays", "evaluate_directories", "format_table",
            "PanopticQuality", "InstanceAP", "InstanceCoverage", "PanopticEvaluator", "evaluate_panoptic_arrays",
-           "evaluate_panoptic_directories", "format_panoptic_table", "format_instance_table"]
+           "evaluate_panoptic_directories", "format_panoptic_table", "format_instance_table",
+           "achievable_segmentation_accuracy"]

@@ -14,25 +14,25 @@ The "vanilla" baseline of the paper (Sec. 3.1) is `semantic_awareness: false,
 instance_fusion: false`; each switch alone gives the rows of Table 3. Training: CrossEntropyLoss
 on `logits` and DiscriminativeLoss (voxseg.models.losses, eqs. 1-4) on `embedding`.
 
-Inference (Sec. 3.1): mean-shift (flat kernel, bandwidth 0.6) on the embeddings of the voxels
-predicted as thing classes, class-agnostic as in the paper, each sample on its own; an instance's
-class is the mode of its points' semantic predictions, and its points take that class
-(panoptic consistency, the majority vote of Panoptic-PolarNet); instances with fewer than
-`min_instance_points` points are dropped. The paper gives no instance confidence; voxseg scores
-an instance by the mean softmax probability of its class over its points.
+Inference (Sec. 3.1; shared with MPNet in voxseg.models.heads.instances): mean-shift (flat
+kernel, bandwidth 0.6) on the embeddings of the voxels predicted as thing classes,
+class-agnostic as in the paper, each sample on its own; an instance's class is the mode of its
+points' semantic predictions, and its points take that class (panoptic consistency, the
+majority vote of Panoptic-PolarNet); instances with fewer than `min_instance_points` points are
+dropped. The paper gives no instance confidence; voxseg scores an instance by the mean softmax
+probability of its class over its points.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import torch
 import torch.nn as nn
 
-from voxseg.clustering import mean_shift
 from voxseg.config import Range
 from voxseg.models.backbone_output import BackboneOutput
+from voxseg.models.heads.instances import mean_shift_panoptic
 from voxseg.models.knn import knn
 from voxseg.registry import HEADS
 
@@ -111,41 +111,6 @@ class ASISHead(nn.Module):
 
     @torch.no_grad()
     def predict(self, outputs: dict, features: BackboneOutput, batch: dict) -> dict:
-        prob = outputs["logits"].softmax(dim=1)
-        segment = prob.argmax(dim=1)
-        instance = torch.full_like(segment, -1)
-        score = prob.new_zeros(len(segment))
-        voxel_segment = outputs["voxel_logits"].argmax(dim=1)
-        things = torch.as_tensor(self.thing_classes, device=segment.device)
-        start = time.perf_counter()
-        for sample in torch.unique(batch["batch"]):
-            self._instances(sample, outputs, features, batch["batch"], voxel_segment, things, prob, segment,
-                            instance, score)
-        if segment.is_cuda:
-            torch.cuda.synchronize(segment.device)
-        self.timings["cluster_s"] += time.perf_counter() - start
-        return {"segment": segment, "segment_logits": outputs["logits"], "embedding": outputs["embedding"],
-                "instance": instance, "instance_score": score}
-
-    def _instances(self, sample, outputs, features, point_batch, voxel_segment, things, prob, segment,
-                   instance, score) -> None:
-        """Cluster one sample's thing voxels and write its instances into the per-point outputs."""
-        voxels = torch.nonzero((features.voxel_batch == sample) & torch.isin(voxel_segment, things)).squeeze(1)
-        if len(voxels) == 0:
-            return
-        cluster_of_voxel = torch.full((len(voxel_segment),), -1, dtype=torch.long, device=voxels.device)
-        cluster_of_voxel[voxels] = mean_shift(outputs["voxel_embedding"][voxels].float(), self.bandwidth)[0]
-        cluster = cluster_of_voxel[features.inverse]
-        points = torch.nonzero((point_batch == sample) & (cluster >= 0)).squeeze(1)
-        next_id = 0
-        for c in torch.unique(cluster[points]):
-            members = points[cluster[points] == c]
-            if len(members) < self.min_instance_points:
-                continue
-            label = torch.mode(segment[members]).values
-            if not torch.isin(label, things):  # the mode may be stuff where point and voxel votes differ
-                continue
-            segment[members] = label
-            instance[members] = next_id
-            score[members] = prob[members, label].mean()
-            next_id += 1
+        """Mean-shift on the thing voxels' embeddings, per scan (voxseg.models.heads.instances)."""
+        return mean_shift_panoptic(outputs, features, batch, self.thing_classes, self.bandwidth,
+                                   self.min_instance_points, self.timings)

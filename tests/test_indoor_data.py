@@ -1,0 +1,431 @@
+"""The indoor datasets, S3DIS and ScanNet, on small files written here: exact points, colours,
+train ids and instances; one DataFormatError naming the file per bad input; label configs;
+transforms and collation; the shipped indoor fine-tuning configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from voxseg.data.collate import collate
+from voxseg.data.dataset import SemanticKITTI  # noqa: F401  (registers the datasets as the engine does)
+from voxseg.data.labels import LabelConfig
+from voxseg.data.s3dis import S3DIS
+from voxseg.data.scannet import ScanNet
+from voxseg.errors import ConfigError, DataFormatError
+from voxseg.registry import DATASETS
+
+S3DIS_LABELS = str(ROOT / "configs" / "labels" / "s3dis.yaml")
+SCANNET_LABELS = str(ROOT / "configs" / "labels" / "scannet.yaml")
+S3DIS_TRAIN = {"ceiling": 0, "floor": 1, "wall": 2, "beam": 3, "column": 4, "window": 5, "door": 6, "table": 7,
+               "chair": 8, "sofa": 9, "bookcase": 10, "board": 11, "clutter": 12}
+
+
+# ------------------------------------------------------------------------------ S3DIS fixture
+def room_points(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n rows of x y z (3 decimals, as S3DIS writes them) and integer r g b."""
+    xyz = np.round(rng.uniform(-20, 20, (n, 3)), 3)
+    return np.hstack([xyz, rng.integers(0, 256, (n, 3))])
+
+
+def write_txt(path: Path, rows: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{x:.3f} {y:.3f} {z:.3f} {int(r)} {int(g)} {int(b)}\n" for x, y, z, r, g, b in rows))
+
+
+# Objects of each room in the order the reader concatenates them (class, then number: table_2
+# before table_10), with their point counts.
+ROOMS = {
+    "Area_1/office_1": [("chair", 1, 3), ("chair", 2, 2), ("wall", 1, 4)],
+    "Area_5/hallway_2": [("floor", 1, 3), ("stairs", 1, 2), ("table", 2, 3), ("table", 10, 2)],
+}
+
+
+@pytest.fixture
+def s3dis_root(tmp_path) -> tuple[Path, dict]:
+    """Two rooms with Annotations; returns the root and, per room, the rows written in reading order."""
+    rng = np.random.default_rng(3)
+    written = {}
+    for room, objects in ROOMS.items():
+        rows = []
+        for cls, k, n in reversed(objects):  # written in another order than read
+            part = room_points(rng, n)
+            write_txt(tmp_path / room / "Annotations" / f"{cls}_{k}.txt", part)
+            rows.insert(0, part)
+        written[room] = rows
+    return tmp_path, written
+
+
+def test_s3dis_rooms_come_out_as_written(s3dis_root):
+    root, written = s3dis_root
+    dataset = S3DIS(str(root), S3DIS_LABELS, areas=[1, "Area_5"], features=["color", "height"])
+    assert len(dataset) == 2 and [dataset.name(i) for i in range(2)] == list(ROOMS)
+    assert dataset.in_channels == 4
+    expected_segment = {"Area_1/office_1": [8, 8, 8, 8, 8, 2, 2, 2, 2],
+                        # stairs are clutter (12), as configs/labels/s3dis.yaml maps them
+                        "Area_5/hallway_2": [1, 1, 1, 12, 12, 7, 7, 7, 7, 7]}
+    expected_instance = {"Area_1/office_1": [0, 0, 0, 1, 1, 2, 2, 2, 2],
+                         "Area_5/hallway_2": [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]}
+    for index, room in enumerate(ROOMS):
+        sample = dataset[index]
+        rows = np.concatenate(written[room])
+        assert sample["name"] == room
+        assert sample["coord"].dtype == np.float32 and np.array_equal(sample["coord"], rows[:, :3].astype(np.float32))
+        assert sample["color"].dtype == np.float32
+        assert np.array_equal(sample["color"], (rows[:, 3:] / 255.0).astype(np.float32))
+        assert np.array_equal(sample["segment"], expected_segment[room])
+        assert np.array_equal(sample["instance"], expected_instance[room])
+        assert np.array_equal(sample["point_index"], np.arange(len(rows)))
+        assert np.array_equal(sample["feat"], np.hstack([sample["color"], sample["coord"][:, 2:]]))
+        assert sorted(sample) == ["color", "coord", "feat", "instance", "name", "point_index", "segment"]
+
+
+def test_s3dis_without_labels_has_no_segment(s3dis_root):
+    root, _ = s3dis_root
+    sample = S3DIS(str(root), S3DIS_LABELS, areas=[1], labels=False)[0]
+    assert "segment" not in sample and "instance" not in sample and sample["feat"].shape == (9, 3)
+
+
+def test_s3dis_room_txt_serves_unlabelled_reading_only(tmp_path):
+    rows = room_points(np.random.default_rng(0), 5)
+    write_txt(tmp_path / "Area_6" / "lobby_1" / "lobby_1.txt", rows)
+    sample = S3DIS(str(tmp_path), S3DIS_LABELS, areas=[6], labels=False)[0]
+    assert np.array_equal(sample["coord"], rows[:, :3].astype(np.float32))
+    assert np.array_equal(sample["color"], (rows[:, 3:] / 255.0).astype(np.float32))
+    with pytest.raises(DataFormatError, match=r"lobby_1: no Annotations folder.*labels: false"):
+        S3DIS(str(tmp_path), S3DIS_LABELS, areas=[6])[0]
+
+
+def test_s3dis_cache_is_used_and_refreshed(s3dis_root, monkeypatch):
+    root, written = s3dis_root
+    dataset = S3DIS(str(root), S3DIS_LABELS, areas=[1], cache_dir="cache")
+    first = dataset[0]
+    assert (root / "cache" / "Area_1" / "office_1.npz").is_file()
+    import voxseg.data.s3dis as s3dis_module
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("parsed although the cache is up to date")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(s3dis_module, "read_numbers", no_parsing)
+        again = dataset[0]
+    for key in ("coord", "color", "segment", "instance"):
+        assert np.array_equal(first[key], again[key])
+    # a changed file (another size) is parsed again
+    changed = written["Area_1/office_1"][2][:3].copy()
+    write_txt(root / "Area_1" / "office_1" / "Annotations" / "wall_1.txt", changed)
+    assert np.array_equal(dataset[0]["coord"][5:], changed[:, :3].astype(np.float32))
+    assert len(dataset[0]["coord"]) == 8
+
+
+def test_s3dis_check_accepts_good_rooms(s3dis_root):
+    root, _ = s3dis_root
+    dataset = S3DIS(str(root), S3DIS_LABELS, areas=[1, 5])
+    dataset.check(full=True, progress=False)
+    dataset.check(full=False, progress=False)
+
+
+def _s3dis_error(root, match, areas=(1,), full=True):
+    dataset = S3DIS(str(root), S3DIS_LABELS, areas=list(areas))
+    with pytest.raises(DataFormatError, match=match) as info:
+        dataset.check(full=full, progress=False)
+    assert "\n" not in str(info.value)
+    with pytest.raises(DataFormatError, match=match):
+        dataset[0]
+
+
+@pytest.mark.parametrize("line, match", [
+    ("1.0 2.0 abc 4 5 6", r"chair_2\.txt: line 2: not a number"),
+    ("1.0 2.0 3.0 4 5", r"chair_2\.txt: line 2: expected 6 numbers \(x y z r g b\), got 5"),
+    ("1.0 2.0 3.0 4 5 6 7", r"chair_2\.txt: line 2: expected 6 numbers \(x y z r g b\), got 7"),
+    ("1.0 nan 3.0 4 5 6", r"chair_2\.txt: line 2: NaN or infinite value"),
+    ("1.0 2.0 3.0 4 300 6", r"chair_2\.txt: colour values must be 0\.\.255"),
+])
+def test_s3dis_malformed_line_is_named(s3dis_root, line, match):
+    root, _ = s3dis_root
+    path = root / "Area_1" / "office_1" / "Annotations" / "chair_2.txt"
+    path.write_text("0.5 0.5 0.5 1 2 3\n" + line + "\n")
+    _s3dis_error(root, match)
+
+
+def test_s3dis_unknown_class_is_named(s3dis_root):
+    root, _ = s3dis_root
+    write_txt(root / "Area_1" / "office_1" / "Annotations" / "lamp_1.txt", room_points(np.random.default_rng(1), 2))
+    _s3dis_error(root, r"lamp_1\.txt: class 'lamp' is not in .*s3dis\.yaml", full=False)
+    _s3dis_error(root, r"lamp_1\.txt: class 'lamp' is not in .*s3dis\.yaml")
+
+
+def test_s3dis_badly_named_annotation_is_named(s3dis_root):
+    root, _ = s3dis_root
+    write_txt(root / "Area_1" / "office_1" / "Annotations" / "chair.txt", room_points(np.random.default_rng(1), 2))
+    _s3dis_error(root, r"chair\.txt: annotation file names must be CLASS_NUMBER\.txt")
+
+
+def test_s3dis_empty_room_is_named(tmp_path):
+    for name in ("wall_1.txt", "floor_1.txt"):
+        (tmp_path / "Area_2" / "kitchen_1" / "Annotations").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "Area_2" / "kitchen_1" / "Annotations" / name).write_text("")
+    _s3dis_error(tmp_path, r"Area_2/kitchen_1: the room has no points", areas=[2], full=False)
+    _s3dis_error(tmp_path, r"Area_2/kitchen_1: the room has no points", areas=[2])
+    (tmp_path / "Area_3" / "pantry_1" / "Annotations").mkdir(parents=True)
+    _s3dis_error(tmp_path, r"pantry_1/Annotations: no CLASS_NUMBER\.txt annotation files", areas=[3])
+
+
+def test_s3dis_missing_area_is_named(s3dis_root):
+    root, _ = s3dis_root
+    with pytest.raises(DataFormatError, match=r"Area_3: S3DIS area folder not found"):
+        S3DIS(str(root), S3DIS_LABELS, areas=[1, 3])
+    (root / "Area_4").mkdir()
+    with pytest.raises(DataFormatError, match=r"Area_4: no room folders"):
+        S3DIS(str(root), S3DIS_LABELS, areas=[4])
+    with pytest.raises(ConfigError, match="unknown point feature"):
+        S3DIS(str(root), S3DIS_LABELS, areas=[1], features=["intensity"])
+
+
+# ---------------------------------------------------------------------------- ScanNet fixture
+SCENE = "scene0000_00"
+SEGMENTS = [5, 5, 7, 7, 7, 9, 9, 11, 11, 15, 13]  # vertex -> segment (15: in no object)
+GROUPS = [  # objectId, label, segments
+    (0, "wall", [5]),
+    (1, "chair", [7, 13]),
+    (2, "kitchen cabinets", [9]),
+    (3, "box", [11]),  # NYU40 29: not a benchmark class
+]
+TSV = ("id\traw_category\tcategory\tcount\tnyu40id\tnyu40class\n"
+       "1\twall\twall\t8277\t1\twall\n"
+       "2\tchair\tchair\t4646\t5\tchair\n"
+       "3\tkitchen cabinets\tcabinet\t310\t3\tcabinet\n"
+       "4\tbox\tbox\t775\t29\tbox\n"
+       "5\tfloor\tfloor\t4881\t2\tfloor\n")
+# wall -> train 0 (stuff, no instance); chair -> 4, cabinet -> 2 (things); box and no object -> ignore
+SCANNET_SEGMENT = [0, 0, 4, 4, 4, 2, 2, -1, -1, -1, 4]
+SCANNET_INSTANCE = [-1, -1, 0, 0, 0, 1, 1, -1, -1, -1, 0]
+
+
+def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray | None, faces: int = 2, cut: int = 0) -> None:
+    """A binary little-endian PLY mesh laid out as ScanNet's (x y z red green blue alpha, faces);
+    `cut` drops that many bytes from the end."""
+    props = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if rgb is not None:
+        props += [("red", "u1"), ("green", "u1"), ("blue", "u1"), ("alpha", "u1")]
+    vertex = np.zeros(len(xyz), dtype=props)
+    vertex["x"], vertex["y"], vertex["z"] = xyz.T
+    if rgb is not None:
+        vertex["red"], vertex["green"], vertex["blue"] = rgb.T
+        vertex["alpha"] = 255
+    kinds = {"<f4": "float", "u1": "uchar"}
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(xyz)}"]
+    header += [f"property {kinds[t]} {n}" for n, t in props]
+    header += [f"element face {faces}", "property list uchar int vertex_indices", "end_header"]
+    face = np.uint8(3).tobytes() + np.array([0, 1, 2], "<i4").tobytes()
+    data = ("\n".join(header) + "\n").encode() + vertex.tobytes() + face * faces
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data[:len(data) - cut])
+
+
+def write_scene(root: Path, scene: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    xyz = rng.normal(0, 2, (len(SEGMENTS), 3)).astype(np.float32)
+    rgb = rng.integers(0, 256, (len(SEGMENTS), 3)).astype(np.uint8)
+    folder = root / "scans" / scene
+    write_ply(folder / f"{scene}_vh_clean_2.ply", xyz, rgb)
+    (folder / f"{scene}_vh_clean_2.0.010000.segs.json").write_text(
+        json.dumps({"params": {}, "sceneId": scene, "segIndices": SEGMENTS}))
+    groups = [{"id": o, "objectId": o, "label": label, "segments": segs} for o, label, segs in GROUPS]
+    (folder / f"{scene}.aggregation.json").write_text(json.dumps({"sceneId": scene, "segGroups": groups}))
+    return xyz, rgb
+
+
+@pytest.fixture
+def scannet_root(tmp_path) -> tuple[Path, dict]:
+    rng = np.random.default_rng(5)
+    written = {scene: write_scene(tmp_path, scene, rng) for scene in (SCENE, "scene0001_01")}
+    (tmp_path / "scannetv2-labels.combined.tsv").write_text(TSV)
+    (tmp_path / "scannetv2_train.txt").write_text(f"{SCENE}\n")
+    (tmp_path / "scannetv2_val.txt").write_text("scene0001_01\n")
+    return tmp_path, written
+
+
+def test_scannet_scene_comes_out_as_written(scannet_root):
+    root, written = scannet_root
+    dataset = ScanNet(str(root), SCANNET_LABELS, split_file="scannetv2_train.txt", features=["color", "height"])
+    assert len(dataset) == 1 and dataset.name(0) == SCENE and dataset.in_channels == 4
+    sample = dataset[0]
+    xyz, rgb = written[SCENE]
+    assert sample["coord"].dtype == np.float32 and np.array_equal(sample["coord"], xyz)
+    assert np.array_equal(sample["color"], (rgb / 255.0).astype(np.float32))
+    assert np.array_equal(sample["segment"], SCANNET_SEGMENT)
+    assert np.array_equal(sample["instance"], SCANNET_INSTANCE)
+    assert np.array_equal(sample["feat"], np.hstack([sample["color"], xyz[:, 2:]]))
+    listed = ScanNet(str(root), SCANNET_LABELS, scenes=["scene0001_01", SCENE])
+    assert [listed.name(i) for i in range(2)] == ["scene0001_01", SCENE]
+    assert np.array_equal(listed[0]["coord"], written["scene0001_01"][0])
+
+
+def test_scannet_later_object_wins_a_shared_segment(scannet_root):
+    root, _ = scannet_root
+    aggregation = root / "scans" / SCENE / f"{SCENE}.aggregation.json"
+    groups = json.loads(aggregation.read_text())["segGroups"]
+    groups.append({"objectId": 7, "label": "kitchen cabinets", "segments": [13]})  # also chair's
+    aggregation.write_text(json.dumps({"segGroups": groups}))
+    sample = ScanNet(str(root), SCANNET_LABELS, scenes=[SCENE])[0]
+    assert np.array_equal(sample["segment"], SCANNET_SEGMENT[:-1] + [2])
+    assert np.array_equal(sample["instance"], SCANNET_INSTANCE[:-1] + [2])
+
+
+def test_scannet_check_accepts_good_scenes(scannet_root):
+    root, _ = scannet_root
+    dataset = ScanNet(str(root), SCANNET_LABELS, scenes=[SCENE, "scene0001_01"])
+    dataset.check(full=True, progress=False)
+    dataset.check(full=False, progress=False)
+
+
+def _scannet_error(root, match, full=True):
+    dataset = ScanNet(str(root), SCANNET_LABELS, scenes=[SCENE])
+    with pytest.raises(DataFormatError, match=match) as info:
+        dataset.check(full=full, progress=False)
+    assert "\n" not in str(info.value)
+    with pytest.raises(DataFormatError, match=match):
+        dataset[0]
+
+
+def test_scannet_ply_without_colours_is_named(scannet_root):
+    root, _ = scannet_root
+    write_ply(root / "scans" / SCENE / f"{SCENE}_vh_clean_2.ply", np.zeros((len(SEGMENTS), 3), np.float32), None)
+    for full in (False, True):
+        _scannet_error(root, r"scene0000_00_vh_clean_2\.ply: the PLY vertices have no colours", full)
+
+
+def test_scannet_truncated_ply_is_named(scannet_root):
+    root, _ = scannet_root
+    xyz = np.zeros((len(SEGMENTS), 3), np.float32)
+    write_ply(root / "scans" / SCENE / f"{SCENE}_vh_clean_2.ply", xyz, np.zeros_like(xyz, np.uint8), faces=0, cut=5)
+    for full in (False, True):
+        _scannet_error(root, r"scene0000_00_vh_clean_2\.ply: truncated", full)
+
+
+def test_scannet_nan_vertex_is_named(scannet_root):
+    root, _ = scannet_root
+    xyz = np.zeros((len(SEGMENTS), 3), np.float32)
+    xyz[4, 1] = np.nan
+    write_ply(root / "scans" / SCENE / f"{SCENE}_vh_clean_2.ply", xyz, np.zeros_like(xyz, np.uint8))
+    _scannet_error(root, r"scene0000_00_vh_clean_2\.ply: NaN or infinite vertex coordinates")
+
+
+def test_scannet_segment_count_mismatch_is_named(scannet_root):
+    root, _ = scannet_root
+    (root / "scans" / SCENE / f"{SCENE}_vh_clean_2.0.010000.segs.json").write_text(
+        json.dumps({"segIndices": SEGMENTS[:-1]}))
+    for full in (False, True):
+        _scannet_error(root, r"scene0000_00_vh_clean_2\.0\.010000\.segs\.json: 10 segIndices for a mesh of 11 vertices",
+                       full)
+
+
+def test_scannet_aggregation_with_an_unknown_segment_is_named(scannet_root):
+    root, _ = scannet_root
+    groups = [{"objectId": 0, "label": "chair", "segments": [7, 8]}]
+    (root / "scans" / SCENE / f"{SCENE}.aggregation.json").write_text(json.dumps({"segGroups": groups}))
+    _scannet_error(root, r"scene0000_00\.aggregation\.json: segGroups\[0\] \('chair'\) references segment 8")
+
+
+def test_scannet_unknown_label_is_named(scannet_root):
+    root, _ = scannet_root
+    groups = [{"objectId": 0, "label": "spaceship", "segments": [7]}]
+    (root / "scans" / SCENE / f"{SCENE}.aggregation.json").write_text(json.dumps({"segGroups": groups}))
+    _scannet_error(root, r"scene0000_00\.aggregation\.json: segGroups\[0\] label 'spaceship' is not in "
+                         r".*scannetv2-labels\.combined\.tsv")
+
+
+def test_scannet_bad_json_is_named(scannet_root):
+    root, _ = scannet_root
+    (root / "scans" / SCENE / f"{SCENE}.aggregation.json").write_text("{not json")
+    _scannet_error(root, r"scene0000_00\.aggregation\.json: invalid JSON")
+
+
+def test_scannet_missing_files_are_named(scannet_root):
+    root, _ = scannet_root
+    with pytest.raises(DataFormatError, match=r"scans/scene0999_00: ScanNet scene folder not found"):
+        ScanNet(str(root), SCANNET_LABELS, scenes=[SCENE, "scene0999_00"])
+    with pytest.raises(DataFormatError, match=r"scannetv2_test\.txt: ScanNet split file not found"):
+        ScanNet(str(root), SCANNET_LABELS, split_file="scannetv2_test.txt")
+    with pytest.raises(DataFormatError, match=r"other\.tsv: ScanNet label map .* not found"):
+        ScanNet(str(root), SCANNET_LABELS, scenes=[SCENE], label_map="other.tsv")
+    with pytest.raises(ConfigError, match="exactly one of split_file"):
+        ScanNet(str(root), SCANNET_LABELS)
+    (root / "bad.tsv").write_text("id\traw_category\tnyu40id\n1\twall\tnone\n")
+    with pytest.raises(DataFormatError, match=r"bad\.tsv: line 2: no integer nyu40id"):
+        ScanNet(str(root), SCANNET_LABELS, scenes=[SCENE], label_map="bad.tsv")
+    (root / "scans" / SCENE / f"{SCENE}_vh_clean_2.ply").unlink()
+    _scannet_error(root, r"scene0000_00_vh_clean_2\.ply: mesh file not found", full=False)
+
+
+# ------------------------------------------------------------------------------ label configs
+def test_label_configs_have_the_benchmark_classes():
+    s3dis = LabelConfig.load(S3DIS_LABELS)
+    assert s3dis.class_names == list(S3DIS_TRAIN)
+    assert s3dis.thing_classes == list(range(13)) and s3dis.stuff_classes == []
+    assert s3dis.raw_to_train(np.arange(15)).tolist() == [-1, *range(13), 12]  # stairs -> clutter
+    scannet = LabelConfig.load(SCANNET_LABELS)
+    assert scannet.num_classes == 20 and scannet.class_names[:3] == ["wall", "floor", "cabinet"]
+    assert scannet.class_names[-1] == "otherfurniture" and scannet.stuff_classes == [0, 1]
+    assert scannet.thing_classes == list(range(2, 20))
+    valid = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39]
+    train = scannet.raw_to_train(np.arange(41))
+    assert [int(train[i]) for i in valid] == list(range(20))
+    assert all(train[i] == -1 for i in range(41) if i not in valid)
+
+
+# ------------------------------------------------------------------------ transforms, collate
+def test_transforms_and_collate_carry_colours(s3dis_root, scannet_root):
+    root, written = s3dis_root
+    augment = [{"type": "RandomDropout", "ratio": 0.4}, {"type": "RandomRotateZ", "max_deg": 180},
+               {"type": "RandomScale", "low": 2.0, "high": 2.0}]
+    dataset = S3DIS(str(root), S3DIS_LABELS, areas=[1, 5], features=["color", "height"], transforms=augment)
+    dataset.seed = 4
+    samples = [dataset[0], dataset[1]]
+    for sample, room in zip(samples, ROOMS):
+        rows = np.concatenate(written[room])[sample["point_index"]]
+        assert np.array_equal(sample["color"], (rows[:, 3:] / 255.0).astype(np.float32))
+        assert np.allclose(sample["coord"][:, 2], 2 * rows[:, 2], rtol=1e-5)
+        assert np.array_equal(sample["feat"][:, 3], sample["coord"][:, 2])
+    dropped = sum(len(s["coord"]) for s in samples)
+    assert dropped < 19  # the dropout did drop points (of 9 + 10)
+    batch = collate(samples)
+    n0 = len(samples[0]["coord"])
+    assert batch["color"].shape == (dropped, 3) and batch["feat"].shape == (dropped, 4)
+    assert np.array_equal(batch["batch"].numpy(), [0] * n0 + [1] * (dropped - n0))
+    shift = samples[0]["instance"].max() + 1
+    assert np.array_equal(batch["instance"][n0:].numpy(), samples[1]["instance"] + shift)
+
+    scannet = ScanNet(str(scannet_root[0]), SCANNET_LABELS, scenes=[SCENE], transforms=augment)
+    sample = scannet[0]
+    assert np.array_equal(sample["color"], (scannet_root[1][SCENE][1][sample["point_index"]] / 255.0).astype(np.float32))
+    assert np.array_equal(sample["instance"], np.asarray(SCANNET_INSTANCE)[sample["point_index"]])
+
+
+# -------------------------------------------------------------------------- shipped configs
+@pytest.mark.parametrize("name", ["s3dis_minkunet14a_asis", "s3dis_minkunet14a_probabilistic",
+                                  "scannet_minkunet14a_asis", "scannet_minkunet14a_probabilistic"])
+def test_indoor_finetune_configs_build_on_the_fixtures(name, s3dis_root, scannet_root):
+    from voxseg.engine import finetune
+    from voxseg.registry import EVALUATORS, MODELS
+
+    s3dis = name.startswith("s3dis")
+    root = s3dis_root[0] if s3dis else scannet_root[0]
+    path = ROOT / "configs" / "finetune" / f"{name}.yaml"
+    cfg = finetune.resolve(str(path), [f"data.root={root}"] + (["data.train.areas=[1]"] if s3dis else []))
+    model = MODELS.build(cfg["model"])
+    train_set, val_set = finetune.build_datasets(cfg)
+    assert type(train_set).__name__ == ("S3DIS" if s3dis else "ScanNet") and len(train_set) == len(val_set) == 1
+    assert model.backbone.in_channels == train_set.in_channels == 3
+    labels = train_set.label_config
+    assert labels.num_classes == (13 if s3dis else 20)
+    finetune.check_model(model, labels, train_set, EVALUATORS.build(cfg["evaluator"], labels=labels), cfg["train"])
+    train_set.check(progress=False)
+    val_set.check(progress=False)
+    sample = val_set[0]
+    assert sample["feat"].shape == (len(sample["coord"]), 3) and sample["name"] == ("Area_5/hallway_2" if s3dis else "scene0001_01")
+    assert DATASETS.get("S3DIS") is S3DIS and DATASETS.get("ScanNet") is ScanNet
