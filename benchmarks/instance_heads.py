@@ -47,10 +47,12 @@ from voxseg.synthetic import SyntheticSpec, generate_dataset  # noqa: E402
 
 ROWS = {"asis": "ASIS", "asis_vanilla": "ASIS vanilla", "asis_sa": "ASIS SA only", "asis_if": "ASIS IF only",
         "probabilistic": "Probabilistic", "extdim": "ExtDim", "mpnet": "MPNet", "mpnet_nomem": "MPNet no mem",
+        "mpnet_insmem": "MPNet InsMem", "mpnet_segmem": "MPNet +SegMem", "mpnet_beta16": "MPNet b=16",
         "grouping": "Grouping"}
 # the 60-minute budget on 2 cores; asis_sa and asis_if are ASIS's Table 3 ablation, probabilistic and
 # extdim the probabilistic-embedding head (Zhang & Wonka) and its deterministic ExtDim baseline,
-# mpnet and mpnet_nomem MPNet (He et al.) with and without its memory, grouping the
+# mpnet and mpnet_nomem MPNet (He et al.) with and without its memory (mpnet_insmem, mpnet_segmem:
+# the other rows of its Table 1; mpnet_beta16: key strength 16 in eq. 2), grouping the
 # differentiable-grouping head (Cheng et al.)
 DEFAULT_ROWS = ["asis", "asis_vanilla"]
 # `--rows heads`: one row per head, the table of every head under the same budget
@@ -180,7 +182,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="training steps per row (identical for all)")
     parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS) + list(PRESETS),
                         help="rows: asis, asis_vanilla (default); asis_sa, asis_if (ablation); probabilistic, "
-                             "extdim; mpnet, mpnet_nomem; grouping; 'heads' = one row per head")
+                             "extdim; mpnet, mpnet_nomem (mpnet_insmem, mpnet_segmem, mpnet_beta16); grouping; "
+                             "'heads' = one row per head")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     args = parser.parse_args()
     data, out = Path(args.data), Path(args.out)

@@ -407,8 +407,8 @@ def test_transforms_and_collate_carry_colours(s3dis_root, scannet_root):
 
 
 # -------------------------------------------------------------------------- shipped configs
-@pytest.mark.parametrize("name", ["s3dis_minkunet14a_asis", "s3dis_minkunet14a_probabilistic",
-                                  "scannet_minkunet14a_asis", "scannet_minkunet14a_probabilistic"])
+@pytest.mark.parametrize("name", [f"{dataset}_minkunet14a_{head}" for dataset in ("s3dis", "scannet")
+                                  for head in ("asis", "probabilistic", "mpnet", "grouping")])
 def test_indoor_finetune_configs_build_on_the_fixtures(name, s3dis_root, scannet_root):
     from voxseg.engine import finetune
     from voxseg.registry import EVALUATORS, MODELS
@@ -423,6 +423,11 @@ def test_indoor_finetune_configs_build_on_the_fixtures(name, s3dis_root, scannet
     assert model.backbone.in_channels == train_set.in_channels == 3
     labels = train_set.label_config
     assert labels.num_classes == (13 if s3dis else 20)
+    head_type = {"asis": "ASISHead", "probabilistic": "ProbabilisticEmbeddingHead", "mpnet": "MPNetHead",
+                 "grouping": "GroupingHead"}[name.rsplit("_", 1)[1]]
+    (head,) = model.heads.values()
+    assert type(head).__name__ == head_type and head.num_classes == labels.num_classes
+    assert head.thing_classes == labels.thing_classes
     finetune.check_model(model, labels, train_set, EVALUATORS.build(cfg["evaluator"], labels=labels), cfg["train"])
     train_set.check(progress=False)
     val_set.check(progress=False)

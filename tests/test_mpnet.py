@@ -263,6 +263,7 @@ ROWS = {  # Table 1: (instance memory, semantic memory, G, loss terms)
     "mpnet_insmem": (True, False, False, {"ce", "disc"}),
     "mpnet_segmem": (True, True, False, {"ce", "disc"}),
     "mpnet": (True, True, True, {"ce", "disc", "seg_reg", "ins_reg"}),
+    "mpnet_beta16": (True, True, True, {"ce", "disc", "seg_reg", "ins_reg"}),  # the full model, beta = 16
 }
 
 
@@ -282,7 +283,8 @@ def test_shipped_mpnet_configs_build_the_intended_row(row):
     ins, seg, g, terms = ROWS[row]
     assert (head.instance_memory, head.semantic_memory, head.centroid is not None) == (ins, seg, g)
     assert set(model.losses) == terms and cfg["output_dir"] == f"runs/synthetic_minkunet14a_{row}"
-    assert head.num_classes == 12 and head.thing_classes == [0, 1] and head.key_strength == 1.0
+    assert head.num_classes == 12 and head.thing_classes == [0, 1]
+    assert head.key_strength == (16.0 if row == "mpnet_beta16" else 1.0)
     assert (head.memory is None) == (not ins) and (head.memory is None or head.memory.shape == (150 * 12, 64))
     if row == "mpnet":  # the paper's settings: Nc = 150, m = 5, eq. 6 weights
         assert model.losses["seg_reg"].margin == 5.0
