@@ -161,3 +161,23 @@ def test_best_follows_the_metric_direction(tmp_path, monkeypatch):
     trainer.step = 4
     hook.after_train(trainer)
     assert saved == [2, 4]  # lower is better: 0.5 after 0.6
+
+
+def test_model_ema_of_a_minkowski_network_runs_and_matches_the_original():
+    """MinkowskiEngine layers keep their settings in __slots__, which deepcopy drops; the EMA copy
+    must still run, and before any update it computes exactly what the original computes."""
+    import voxseg.models  # noqa: F401
+    from voxseg.engine.ema import ModelEMA
+    from voxseg.registry import BACKBONES
+
+    torch.manual_seed(0)
+    backbone = BACKBONES.build({"type": "MinkUNet14A", "in_channels": 1, "voxel_size": 0.2}).eval()
+    ema = ModelEMA(backbone, momentum=0.5)
+    coord = torch.rand(400, 3) * 8
+    batch = {"coord": coord, "feat": torch.rand(400, 1), "batch": torch.zeros(400, dtype=torch.long)}
+    with torch.no_grad():
+        assert torch.equal(ema(batch).point, backbone(batch).point)
+        conv = next(m for m in ema.module.modules() if type(m).__name__ == "MinkowskiConvolution")
+        original = next(m for m in backbone.modules() if type(m).__name__ == "MinkowskiConvolution")
+        assert conv.dimension == original.dimension == 3
+        assert conv.kernel.data_ptr() != original.kernel.data_ptr()  # weights copied, not shared

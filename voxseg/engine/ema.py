@@ -18,13 +18,31 @@ import torch
 import torch.nn as nn
 
 
+def clone_module(model: nn.Module) -> nn.Module:
+    """A deep copy of `model` that also copies attributes kept in `__slots__`.
+
+    MinkowskiEngine's layers (MinkowskiConvolution, ...) keep their settings (`dimension`,
+    `kernel_generator`, ...) in `__slots__`, which torch's Module.__getstate__, and so
+    copy.deepcopy, drops: the copy's first forward fails. No library copies them, so they are
+    set here, module by module, after the deep copy. They are configuration (kernel generator,
+    autograd function objects, some of which cannot be deep-copied), never parameters or
+    buffers, so the copy shares them."""
+    clone = copy.deepcopy(model)
+    for source, target in zip(model.modules(), clone.modules()):
+        for cls in type(source).__mro__:
+            for name in getattr(cls, "__slots__", ()):
+                if name not in ("__dict__", "__weakref__") and hasattr(source, name) and not hasattr(target, name):
+                    setattr(target, name, getattr(source, name))
+    return clone
+
+
 class ModelEMA(nn.Module):
     def __init__(self, model: nn.Module, momentum: float = 0.999):
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"EMA momentum must be in [0, 1], got {momentum}")
         self.momentum = momentum
-        self.module = copy.deepcopy(model).eval()
+        self.module = clone_module(model).eval()
         self.module.requires_grad_(False)
 
     @torch.no_grad()
