@@ -4,20 +4,29 @@ Layout written under OUT (the dataset root unless --out says otherwise):
 
     OUT/sequences/NN/groups/FFFFFF.group   int32 per point, aligned with velodyne/FFFFFF.bin;
                                            sequence-wide group id, -1 for ground and noise
-    OUT/sequences/NN/groups/manifest.json  parameters, library versions, counts, seconds
-    OUT/sequences/NN/groups/.windows/      per-window labels (compressed), so reruns, shards
-                                           and interrupted runs only redo what is missing
+    OUT/sequences/NN/groups/manifest.json  parameters, library versions, counts, format version,
+                                           the scan range of each window
+    OUT/sequences/NN/groups/windows/WWWWW.npz
+                                           window-consistent ids: per scan of window WWWWW, int32
+                                           per point, window-local group id, -1 for ground and
+                                           noise; one object has one id in all the window's scans
+                                           (format: voxseg.data.groups, version 2)
+    OUT/sequences/NN/groups/.windows/      the same window files while a sequence is in progress,
+                                           so reruns, shards and interrupted runs only redo what
+                                           is missing; moved to windows/ when the sequence completes
 
 A scan's ids come from its home window (the one it is most central in, stacking.home_window),
 mapped to sequence-wide ids by linking.Linker. Work is split into windows: `workers` processes
 share them (and die with the run, even a killed one), `shard=(k, n)` keeps every n-th chunk of
-consecutive windows, and whichever run finds all windows of a sequence done links them and writes
-the group files. Every file is written atomically; a group file whose size does not match its
-scan is redone.
+consecutive windows, and whichever run finds all windows of a sequence done links them, writes
+the group files, publishes the window files and marks the manifest complete. Every file is
+written atomically; a group file whose size does not match its scan is redone. An output of
+format version 1 (group files only) is brought up to date by a rerun with the same parameters.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import multiprocessing
@@ -25,7 +34,6 @@ import os
 import signal
 import sys
 import time
-import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -36,6 +44,7 @@ from tqdm import tqdm
 
 from voxseg import atomic, config as cfglib
 from voxseg.config import Component
+from voxseg.data import groups as grouplib
 from voxseg.data import semantic_kitti as sk
 from voxseg.errors import DataFormatError, VoxsegError
 from preprocessing import odometry, stacking
@@ -92,7 +101,12 @@ class SequencePlan:
         return self.target / f"{self.frames[i]}.group"
 
     def cache_file(self, w: int) -> Path:
-        return self.target / ".windows" / f"{w:05d}.npz"
+        """Where window w's ids are kept while the sequence is in progress."""
+        return self.target / ".windows" / grouplib.window_name(w)
+
+    def window_file(self, w: int) -> Path:
+        """Where window w's ids are published once the sequence is complete."""
+        return self.target / grouplib.WINDOWS / grouplib.window_name(w)
 
     def scan_done(self, i: int) -> bool:
         path = self.group_file(i)
@@ -100,6 +114,9 @@ class SequencePlan:
 
     def window_done(self, w: int) -> bool:
         return _load_window(self, w, labels=False) is not None
+
+    def window_published(self, w: int) -> bool:
+        return _valid_window(self, w, self.window_file(w))
 
     def offsets(self, window: stacking.Window) -> np.ndarray:
         """Where each scan's points start in the window's concatenation (and the total at the end)."""
@@ -142,6 +159,7 @@ def check_manifest(plan: SequencePlan, cfg: dict) -> dict:
         return manifest
     manifest = {"sequence": plan.name, "dataset": str(plan.source.resolve()), "status": "running",
                 "layout": "FFFFFF.group: int32 per point of velodyne/FFFFFF.bin; -1 = ground or noise",
+                "windows_layout": grouplib.LAYOUT, "format_version": grouplib.FORMAT_VERSION,
                 "config": cfg, "versions": versions(), "scans": len(plan.frames), "windows": len(plan.windows)}
     atomic.write_text(path, json.dumps(manifest, indent=2) + "\n")
     return manifest
@@ -197,9 +215,9 @@ def _run_window(task: tuple[SequencePlan, int]) -> tuple[str, int]:
     loaded = [_scan_and_ground(plan.scan(i)) for i in window.frames]
     labels = group_window([s for s, _ in loaded], [g for _, g in loaded], plan.poses[window.start:window.stop],
                           _worker["grouping"])
-    counts = np.array([len(s) for s, _ in loaded], dtype=np.int64)
-    with atomic.atomic_open(plan.cache_file(w)) as f:
-        np.savez_compressed(f, labels=labels, counts=counts)
+    offsets = plan.offsets(window)
+    grouplib.write_window(plan.cache_file(w), window.start, plan.frames[window.start:window.stop],
+                          [labels[offsets[k]:offsets[k + 1]] for k in range(len(window.frames))])
     return plan.name, len(labels)
 
 
@@ -208,24 +226,48 @@ def read_window(plan: SequencePlan, w: int) -> np.ndarray | None:
     return _load_window(plan, w, labels=True)
 
 
-def _load_window(plan: SequencePlan, w: int, labels: bool) -> np.ndarray | None:
-    """The cached labels (or only the per-scan counts, which np.load reads without decompressing
-    the labels) when the cache file exists and matches the scans; else None."""
-    path = plan.cache_file(w)
+def _valid_window(plan: SequencePlan, w: int, path: Path) -> bool:
+    """Whether `path` is a readable window file for window w's scans (names and point counts)."""
     if not path.is_file():
-        return None
+        return False
     window = plan.windows[w]
     try:
-        with np.load(path) as data:
-            counts = data["counts"]
-            if list(counts) != plan.sizes[window.start:window.stop]:
-                return None
-            if not labels:
-                return counts
-            cached = data["labels"]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        start, frames, counts = grouplib.read_window_index(path)
+    except DataFormatError:
+        return False
+    return (start == window.start and frames == plan.frames[window.start:window.stop]
+            and list(counts) == plan.sizes[window.start:window.stop])
+
+
+def _load_window(plan: SequencePlan, w: int, labels: bool) -> np.ndarray | None:
+    """Window w's labels, its scans' concatenated (or only its per-scan counts, read without
+    decompressing the labels), from the published file or else the cache when one matches the
+    scans; else None."""
+    for path in (plan.window_file(w), plan.cache_file(w)):
+        if _valid_window(plan, w, path):
+            break
+    else:
         return None
-    return cached if len(cached) == counts.sum() else None
+    window = plan.windows[w]
+    counts = np.asarray(plan.sizes[window.start:window.stop], dtype=np.int64)
+    if not labels:
+        return counts
+    try:
+        return np.concatenate([grouplib.read_window_ids(path, plan.frames[i], plan.sizes[i]) for i in window.frames])
+    except DataFormatError:
+        return None
+
+
+def publish_windows(plan: SequencePlan) -> None:
+    """Move the sequence's cached window files to windows/ (each an atomic rename) and remove the
+    emptied cache folder."""
+    for w in range(len(plan.windows)):
+        cache = plan.cache_file(w)
+        if cache.is_file():
+            plan.window_file(w).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(cache, plan.window_file(w))
+    with contextlib.suppress(OSError):
+        (plan.target / ".windows").rmdir()
 
 
 # ------------------------------------------------------------------------------- linking
@@ -300,7 +342,8 @@ def run(dataset: str | os.PathLike, sequences: list[str], cfg: dict, out: str | 
         raise VoxsegError(f"--shard {k}/{n}: expected K/N with 0 <= K < N")
     plans = [plan_sequence(dataset, out, s, cfg, estimate_poses, progress) for s in sequences]
     manifests = {plan.name: check_manifest(plan, cfg) for plan in plans}
-    complete = {plan.name: all(plan.scan_done(i) for i in range(len(plan.frames))) for plan in plans}
+    complete = {plan.name: all(plan.scan_done(i) for i in range(len(plan.frames)))
+                and all(plan.window_published(w) for w in range(len(plan.windows))) for plan in plans}
 
     tasks, chunk_index = [], 0
     for plan in plans:
@@ -333,12 +376,16 @@ def run(dataset: str | os.PathLike, sequences: list[str], cfg: dict, out: str | 
         done = sum(plan.window_done(w) for w in range(len(plan.windows)))
         info = {"scans": len(plan.frames), "windows": len(plan.windows), "windows_done": done,
                 "points": points[plan.name], "written": 0, "groups": manifest.get("groups", 0)}
-        if complete[plan.name] and manifest.get("status") == "complete":
+        if (complete[plan.name] and manifest.get("status") == "complete"
+                and manifest.get("format_version") == grouplib.FORMAT_VERSION):
             info["status"] = "already complete"
         elif done == len(plan.windows):
             info["written"], info["groups"] = link_and_write(plan, cfg["linking"]["min_iou"])
+            publish_windows(plan)
             info["status"] = "complete"
-            manifest.update(status="complete", groups=info["groups"], versions=versions())
+            manifest.update(status="complete", groups=info["groups"], versions=versions(),
+                            format_version=grouplib.FORMAT_VERSION, windows_layout=grouplib.LAYOUT,
+                            window_scans=[[window.start, window.stop] for window in plan.windows])
             atomic.write_text(plan.target / "manifest.json", json.dumps(manifest, indent=2) + "\n")
         else:
             info["status"] = "waiting for other shards' windows"

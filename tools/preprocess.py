@@ -10,8 +10,9 @@ link group ids across windows; one int32 group id per point and scan.
     python tools/preprocess.py ... --render pngs/     # bird's-eye view of a scan per sequence
     python tools/preprocess.py ... grouping.voxel_size=0.15    # dotted config overrides
 
-Writes OUT/sequences/NN/groups/FFFFFF.group (int32 per point, -1 = ground/noise) and
-manifest.json; OUT is the dataset root unless --out is given. Reruns skip finished scans; shards
+Writes OUT/sequences/NN/groups/FFFFFF.group (int32 per point, -1 = ground/noise), the
+window-consistent ids in windows/WWWWW.npz (voxseg.data.groups) and manifest.json; OUT is the
+dataset root unless --out is given. Reruns skip finished scans; shards
 share OUT (a shared filesystem) and the run that completes a sequence's last window writes it.
 """
 

@@ -102,3 +102,4 @@ class SemanticKITTI(Dataset):
 
 
 from voxseg.data import s3dis, scannet  # noqa: E402,F401  (register the indoor datasets, S3DIS and ScanNet)
+from voxseg.data import pretrain_pairs  # noqa: E402,F401  (registers ISCCPairs, the pretraining pairs)

@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""Self-supervised pretraining (ISCC) on preprocessed LiDAR sequences.
+
+    python tools/preprocess.py --dataset data/synthetic --sequences 00 01 02 03     # groups first
+    python tools/pretrain.py --config configs/pretrain/synthetic_minkunet14a_iscc.yaml
+    python tools/pretrain.py --config X.yaml train.max_steps=50 output_dir=runs/try
+    python tools/pretrain.py --config X.yaml --resume                    # continue output_dir's run exactly
+    torchrun --standalone --nproc_per_node 4 tools/pretrain.py --config X.yaml
+    python tools/finetune.py --config Y.yaml --pretrained runs/pretrain_iscc/checkpoints/encoder.pt
+
+Writes to output_dir: config.yaml (fully resolved), checkpoints/last.pt (every
+train.checkpoint_every steps, at the end and on Ctrl-C), checkpoints/encoder.pt (the student
+backbone, at the end), tb/ (TensorBoard: each loss term, prototype_entropy, queue_fill).
+"""
+
+import argparse
+
+from voxseg.cli import main_guard
+from voxseg.engine import pretrain
+
+
+@main_guard
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config (may name _base_ files)")
+    parser.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last.pt")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="resume even though the config differs from the run's (not the model)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.max_steps=50")
+    args = parser.parse_args()
+    cfg = pretrain.resolve(args.config, args.overrides)
+    pretrain.run(cfg, resume=args.resume, allow_config_change=args.allow_config_change)
+
+
+if __name__ == "__main__":
+    main()
