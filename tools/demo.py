@@ -9,10 +9,12 @@ after Ctrl-C, picks up where the last one stopped:
 
   1. tools/make_synthetic.py  generate the dataset (sequences 00-03 train, 04 held out)
   2. tools/preprocess.py      stack frames, remove ground, group with HDBSCAN (ISCC supervision)
-  3. tools/finetune.py        MinkUNet14A + semantic head on 00-03
-  4. tools/infer.py           predict the held-out sequence 04 with the final checkpoint
-  5. tools/evaluate.py        SemanticKITTI metrics on 04, printed as a per-class table
-  6. the same for instances:  an ASIS model (MinkUNet14A + ASIS head) fine-tuned on 00-03, its
+  3. tools/pretrain.py        ISCC self-supervised pretraining of MinkUNet14A on 00-03's groups
+                              (a short run: the label-efficiency benchmark measures what it buys)
+  4. tools/finetune.py        MinkUNet14A + semantic head on 00-03, from the pretrained encoder
+  5. tools/infer.py           predict the held-out sequence 04 with the final checkpoint
+  6. tools/evaluate.py        SemanticKITTI metrics on 04, printed as a per-class table
+  7. the same for instances:  an ASIS model (MinkUNet14A + ASIS head) fine-tuned on 00-03, its
                               panoptic predictions of 04, PQ (--task panoptic) and AP (--task instance)
 """
 
@@ -28,6 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/finetune/synthetic_minkunet14a.yaml"
 ASIS_CONFIG = "configs/finetune/synthetic_minkunet14a_asis.yaml"
 PREPROCESS_CONFIG = "configs/preprocess/default.yaml"
+PRETRAIN_CONFIG = "configs/pretrain/synthetic_minkunet14a_iscc.yaml"
+PRETRAIN_STEPS = 40  # a demo of the pipeline, not of its gain (benchmarks/label_efficiency.py)
 HELD_OUT = "04"
 
 
@@ -54,27 +58,42 @@ def main() -> None:
           "--config", PREPROCESS_CONFIG, "--out", str(out / "groups"), "--render", str(out / "groups_png"),
           "--workers", "2"])
 
+    encoder = pretrain(out / "pretrain", args.data, out / "groups")
     semantic = train_predict_evaluate(out / "finetune", CONFIG, "MinkUNet14A + semantic head", args.data,
-                                      out / "predictions", ["semantic"])
+                                      out / "predictions", ["semantic"], pretrained=encoder)
     instance = train_predict_evaluate(out / "finetune_asis", ASIS_CONFIG, "MinkUNet14A + ASIS head", args.data,
                                       out / "predictions_asis", ["panoptic", "instance"])
     print(f"\ndemo done in {time.perf_counter() - start:.0f} s, on held-out sequence {HELD_OUT}:\n"
-          f"  semantic: mIoU {100 * semantic['semantic']['miou']:.1f} over "
+          f"  semantic (ISCC-pretrained encoder): mIoU {100 * semantic['semantic']['miou']:.1f} over "
           f"{len(semantic['semantic']['iou_per_class'])} classes\n"
           f"  ASIS:     PQ {100 * instance['panoptic']['pq']:.1f}, AP50 {100 * instance['instance']['ap50']:.1f}, "
           f"mIoU {100 * instance['panoptic']['miou']:.1f}\n"
           f"  metrics in {out}/metrics_*.json")
 
 
+def pretrain(run_dir: Path, data: str, groups: Path) -> Path:
+    """ISCC pretraining on the training sequences' groups (or resume, or skip when done)."""
+    encoder = run_dir / "checkpoints" / "encoder.pt"
+    if encoder.exists():
+        print(f"\n== pretrain: {encoder} exists, skipping")
+        return encoder
+    resume = ["--resume"] if (run_dir / "checkpoints" / "last.pt").exists() else []
+    step("pretrain MinkUNet14A with ISCC (short)",
+         ["tools/pretrain.py", "--config", PRETRAIN_CONFIG, f"output_dir={run_dir}", f"data.root={data}",
+          f"data.train.groups_root={groups}", f"train.max_steps={PRETRAIN_STEPS}", "train.warmup_steps=5", *resume])
+    return encoder
+
+
 def train_predict_evaluate(run_dir: Path, config: str, title: str, data: str, predictions: Path,
-                           tasks: list[str]) -> dict:
+                           tasks: list[str], pretrained: Path | None = None) -> dict:
     """Fine-tune (or resume, or skip when done), predict the held-out sequence, evaluate each task."""
     if (run_dir / "metrics.json").exists():
         print(f"\n== fine-tune: {run_dir}/metrics.json exists, skipping")
     else:
         resume = ["--resume"] if (run_dir / "checkpoints" / "last.pt").exists() else []
-        step(f"fine-tune {title}",
-             ["tools/finetune.py", "--config", config, f"output_dir={run_dir}", f"data.root={data}", *resume])
+        start = ["--pretrained", str(pretrained)] if pretrained is not None and not resume else []
+        step(f"fine-tune {title}" + (" from the pretrained encoder" if start else ""),
+             ["tools/finetune.py", "--config", config, f"output_dir={run_dir}", f"data.root={data}", *resume, *start])
     step(f"predict held-out sequence {HELD_OUT} ({title})",
          ["tools/infer.py", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"), "--dataset", data,
           "--sequences", HELD_OUT, "--out", str(predictions)])
