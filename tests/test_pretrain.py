@@ -120,3 +120,27 @@ def test_groups_made_with_other_parameters_are_refused(tiny_dataset, grouped, tm
     with pytest.raises(VoxsegError, match="window"):
         pretrain.run(cfg)
     assert not out.exists()
+
+
+def test_torchrun_with_two_gloo_processes(tiny_dataset, grouped, tmp_path):
+    """torchrun pretrains data-parallel as fine-tuning does: one writer, the world size recorded,
+    the teacher updated on every rank (DDP leaves it alone: it has no gradients), an encoder."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    out = tmp_path / "ddp"
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(ROOT / "tools" / "pretrain.py"), "--config", str(CONFIG),
+         *overrides(tiny_dataset, grouped, out, steps=2, **{"train.threads": 1})],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.stdout.count("pretraining on 9 scans") == 1 and "2 processes (gloo), global batch 2" in ddp.stdout
+    last = checkpoint.load(out / "checkpoints" / "last.pt")
+    assert last["step"] == 2 and last["config"]["train"]["world_size"] == 2
+    encoder = checkpoint.load(out / "checkpoints" / "encoder.pt")["model"]
+    assert all(torch.equal(v, last["model"][k]) for k, v in encoder.items())
+    # the teacher is a separate, lagging copy: two EMA steps behind the student, not equal to it
+    assert last["config"]["model"]["momentum"] < 1
+    student, teacher = last["model"]["backbone.stem.0.kernel"], last["model"]["teacher.backbone.stem.0.kernel"]
+    assert student.shape == teacher.shape and not torch.equal(student, teacher)
