@@ -193,17 +193,21 @@ def run(cfg: dict, resume: bool = False, pretrained: str | None = None, allow_co
         distributed.teardown()
 
 
-def _run(cfg: dict, ctx: distributed.Context, resume: bool, pretrained: str | None, allow_config_change: bool) -> dict:
+def start_run(cfg: dict, ctx: distributed.Context, resume: bool, allow_config_change: bool,
+              pretrained: str | None = None) -> tuple[Path, dict | None, torch.device]:
+    """What a training run (fine-tuning or pretraining) does first, before it builds anything:
+    record the world size, check the output folder, on --resume load the checkpoint and check
+    the config against it, check the pretrained checkpoint exists, set threads and seeds, pick
+    the device and join the process group. Returns (output folder, the saved checkpoint or None,
+    device)."""
     train_cfg = cfg["train"]
     train_cfg["world_size"] = ctx.world_size
-    say = print if ctx.is_main else (lambda *a, **k: None)
     out = Path(cfg["output_dir"])
-    ckpt_dir = out / "checkpoints"
     check_output_dir(out, resume)
     saved = None
     if resume:
-        saved = checkpoint.load(ckpt_dir / "last.pt")
-        check_resume_config(saved["config"], cfg, ckpt_dir / "last.pt", allow_config_change)
+        saved = checkpoint.load(out / "checkpoints" / "last.pt")
+        check_resume_config(saved["config"], cfg, out / "checkpoints" / "last.pt", allow_config_change)
     if pretrained and not Path(pretrained).is_file():
         raise VoxsegError(f"{pretrained}: pretrained checkpoint not found")
     if train_cfg["threads"]:
@@ -211,6 +215,24 @@ def _run(cfg: dict, ctx: distributed.Context, resume: bool, pretrained: str | No
     seed_everything(train_cfg["seed"])
     device = pick_device(train_cfg["device"], ctx.local_rank if ctx.enabled else None)
     distributed.setup(ctx, device)
+    return out, saved, device
+
+
+def make_loader(dataset, sampler: EpochSampler, train_cfg: dict, device: torch.device) -> DataLoader:
+    """The training DataLoader: `train.batch_size` samples a step from `sampler`, collated, with a
+    generator the trainer re-seeds every epoch (exact resume) and workers that leave Ctrl-C to
+    the main process."""
+    return DataLoader(dataset, batch_size=train_cfg["batch_size"], sampler=sampler,
+                      num_workers=train_cfg["num_workers"], collate_fn=collate, drop_last=True,
+                      persistent_workers=False, pin_memory=device.type == "cuda",
+                      generator=torch.Generator(), worker_init_fn=ignore_in_worker)
+
+
+def _run(cfg: dict, ctx: distributed.Context, resume: bool, pretrained: str | None, allow_config_change: bool) -> dict:
+    train_cfg = cfg["train"]
+    say = print if ctx.is_main else (lambda *a, **k: None)
+    out, saved, device = start_run(cfg, ctx, resume, allow_config_change, pretrained)
+    ckpt_dir = out / "checkpoints"
 
     train_set, val_set = build_datasets(cfg)
     labels = train_set.label_config
@@ -245,10 +267,7 @@ def _run(cfg: dict, ctx: distributed.Context, resume: bool, pretrained: str | No
     labelled = LabelledSubset(train_set, subset)
     train_set.seed = train_cfg["seed"]
     sampler = EpochSampler(len(labelled), train_cfg["seed"], ctx.rank, ctx.world_size)
-    loader = DataLoader(labelled, batch_size=train_cfg["batch_size"], sampler=sampler,
-                        num_workers=train_cfg["num_workers"], collate_fn=collate, drop_last=True,
-                        persistent_workers=False, pin_memory=device.type == "cuda",
-                        generator=torch.Generator(), worker_init_fn=ignore_in_worker)
+    loader = make_loader(labelled, sampler, train_cfg, device)
     optimizer = build_optimizer(model, train_cfg)
     scheduler = build_scheduler(optimizer, train_cfg)
     hooks = [

@@ -21,17 +21,12 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
-from torch.utils.data import DataLoader
 
-from voxseg import atomic, config as cfglib, sparse
+from voxseg import atomic, config as cfglib
 from voxseg.config import Component, Range
-from voxseg.data.collate import collate
 from voxseg.engine import checkpoint, distributed
-from voxseg.engine.device import pick_device
-from voxseg.engine.finetune import (check_output_dir, check_resume_config, make_output_dir, seed_everything,
-                                    sync_batch_norm)
+from voxseg.engine.finetune import make_loader, make_output_dir, start_run, sync_batch_norm
 from voxseg.engine.hooks import CheckpointHook, ProgressBarHook, TensorBoardHook
-from voxseg.engine.interrupt import ignore_in_worker
 from voxseg.engine.optim import ParamGroup, build_optimizer, build_scheduler
 from voxseg.engine.trainer import EpochSampler, Hook, Trainer
 from voxseg.errors import ConfigError
@@ -131,20 +126,9 @@ def run(cfg: dict, resume: bool = False, allow_config_change: bool = False) -> P
 
 def _run(cfg: dict, ctx: distributed.Context, resume: bool, allow_config_change: bool) -> Path:
     train_cfg = cfg["train"]
-    train_cfg["world_size"] = ctx.world_size
     say = print if ctx.is_main else (lambda *a, **k: None)
-    out = Path(cfg["output_dir"])
+    out, saved, device = start_run(cfg, ctx, resume, allow_config_change)
     ckpt_dir = out / "checkpoints"
-    check_output_dir(out, resume)
-    saved = None
-    if resume:
-        saved = checkpoint.load(ckpt_dir / "last.pt")
-        check_resume_config(saved["config"], cfg, ckpt_dir / "last.pt", allow_config_change)
-    if train_cfg["threads"]:
-        sparse.set_threads(train_cfg["threads"])
-    seed_everything(train_cfg["seed"])
-    device = pick_device(train_cfg["device"], ctx.local_rank if ctx.enabled else None)
-    distributed.setup(ctx, device)
 
     dataset = DATASETS.build(cfg["data"]["train"], root=cfg["data"]["root"])
     model = MODELS.build(cfg["model"]).to(device)
@@ -166,10 +150,7 @@ def _run(cfg: dict, ctx: distributed.Context, resume: bool, allow_config_change:
     distributed.barrier(ctx)
     dataset.seed = train_cfg["seed"]
     sampler = EpochSampler(len(dataset), train_cfg["seed"], ctx.rank, ctx.world_size)
-    loader = DataLoader(dataset, batch_size=train_cfg["batch_size"], sampler=sampler,
-                        num_workers=train_cfg["num_workers"], collate_fn=collate, drop_last=True,
-                        persistent_workers=False, pin_memory=device.type == "cuda",
-                        generator=torch.Generator(), worker_init_fn=ignore_in_worker)
+    loader = make_loader(dataset, sampler, train_cfg, device)
     optimizer = build_optimizer(model, train_cfg)
     scheduler = build_scheduler(optimizer, train_cfg)
     encoder = ckpt_dir / "encoder.pt"

@@ -32,7 +32,7 @@ import torch.nn as nn
 
 from voxseg.config import Range
 from voxseg.models.backbone_output import BackboneOutput
-from voxseg.models.heads.instances import mean_shift_panoptic
+from voxseg.models.heads.instances import mean_shift_panoptic, thing_train_ids
 from voxseg.models.knn import knn
 from voxseg.registry import HEADS
 
@@ -76,10 +76,7 @@ class ASISHead(nn.Module):
                  bandwidth: Annotated[float, Range(gt=0)] = 0.6,
                  min_instance_points: Annotated[int, Range(ge=1)] = 30):
         super().__init__()
-        bad = [c for c in thing_classes if not 0 <= c < num_classes]
-        if bad:
-            raise ValueError(f"thing_classes {bad} are not train ids 0..{num_classes - 1}")
-        self.num_classes, self.thing_classes = num_classes, sorted(set(thing_classes))
+        self.num_classes, self.thing_classes = num_classes, thing_train_ids(thing_classes, num_classes)
         self.k, self.delta_v, self.bandwidth, self.min_instance_points = k, delta_v, bandwidth, min_instance_points
         self.branch_sem = fc_bn_relu(in_channels, channels)
         self.branch_ins = fc_bn_relu(in_channels, channels)

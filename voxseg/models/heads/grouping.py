@@ -38,6 +38,7 @@ from scipy.sparse.csgraph import connected_components
 from voxseg.config import Range
 from voxseg.models.backbone_output import BackboneOutput
 from voxseg.models.grouping import DifferentiableGrouping
+from voxseg.models.heads.instances import thing_train_ids
 from voxseg.registry import HEADS
 
 
@@ -96,10 +97,7 @@ class GroupingHead(nn.Module):
                  merge_threshold: Annotated[float, Range(gt=0, lt=1)] = 0.5,
                  min_instance_points: Annotated[int, Range(ge=1)] = 30):
         super().__init__()
-        bad = [c for c in thing_classes if not 0 <= c < num_classes]
-        if bad:
-            raise ValueError(f"thing_classes {bad} are not train ids 0..{num_classes - 1}")
-        self.num_classes, self.thing_classes = num_classes, sorted(set(thing_classes))
+        self.num_classes, self.thing_classes = num_classes, thing_train_ids(thing_classes, num_classes)
         self.merge_threshold, self.min_instance_points = merge_threshold, min_instance_points
         self.branch = nn.Sequential(nn.Linear(in_channels, channels), nn.BatchNorm1d(channels), nn.ReLU(inplace=True))
         self.embed = nn.Linear(channels, embed_dim)

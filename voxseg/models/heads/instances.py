@@ -1,5 +1,6 @@
-"""Panoptic prediction by mean-shift on instance embeddings, shared by the embedding heads that
-group like ASIS (Wang et al. 2019, Sec. 3.1): voxseg.models.heads.asis and .mpnet.
+"""What the instance heads share: the check of their thing classes, and panoptic prediction by
+mean-shift on instance embeddings for the heads that group like ASIS (Wang et al. 2019, Sec.
+3.1): voxseg.models.heads.asis and .mpnet.
 
 Per scan: mean-shift (flat kernel) on the embeddings of the voxels predicted as thing classes,
 class-agnostic as in ASIS; an instance's class is the mode of its points' semantic predictions
@@ -17,7 +18,15 @@ import torch
 
 from voxseg.clustering import mean_shift
 
-__all__ = ["mean_shift_panoptic", "cluster_scan"]
+__all__ = ["thing_train_ids", "mean_shift_panoptic", "cluster_scan"]
+
+
+def thing_train_ids(thing_classes: list[int], num_classes: int) -> list[int]:
+    """`thing_classes` sorted without repeats; a ValueError if one is not a train id 0..num_classes - 1."""
+    bad = [c for c in thing_classes if not 0 <= c < num_classes]
+    if bad:
+        raise ValueError(f"thing_classes {bad} are not train ids 0..{num_classes - 1}")
+    return sorted(set(thing_classes))
 
 
 @torch.no_grad()

@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from voxseg.config import Range
 from voxseg.models.backbone_output import BackboneOutput
 from voxseg.models.heads.asis import fc_bn_relu
-from voxseg.models.heads.instances import mean_shift_panoptic
+from voxseg.models.heads.instances import mean_shift_panoptic, thing_train_ids
 from voxseg.registry import HEADS
 
 __all__ = ["MPNetHead", "semantic_memory", "address", "read_memory"]
@@ -108,10 +108,7 @@ class MPNetHead(nn.Module):
                  bandwidth: Annotated[float, Range(gt=0)] = 0.6,
                  min_instance_points: Annotated[int, Range(ge=1)] = 30):
         super().__init__()
-        bad = [c for c in thing_classes if not 0 <= c < num_classes]
-        if bad:
-            raise ValueError(f"thing_classes {bad} are not train ids 0..{num_classes - 1}")
-        self.num_classes, self.thing_classes = num_classes, sorted(set(thing_classes))
+        self.num_classes, self.thing_classes = num_classes, thing_train_ids(thing_classes, num_classes)
         self.slots_per_class, self.key_strength = slots_per_class, key_strength
         self.instance_memory, self.semantic_memory = instance_memory, semantic_memory
         self.bandwidth, self.min_instance_points = bandwidth, min_instance_points

@@ -65,6 +65,7 @@ import torch.nn as nn
 
 from voxseg.config import Range
 from voxseg.models.backbone_output import BackboneOutput
+from voxseg.models.heads.instances import thing_train_ids
 from voxseg.registry import HEADS
 
 __all__ = ["log_bhattacharyya", "bhattacharyya", "greedy_cluster", "ProbabilisticEmbeddingHead",
@@ -172,12 +173,9 @@ class ProbabilisticEmbeddingHead(nn.Module):
                  max_instances: Annotated[int, Range(ge=1)] = 256,
                  min_instance_points: Annotated[int, Range(ge=1)] = 30):
         super().__init__()
-        bad = [c for c in thing_classes if not 0 <= c < num_classes]
-        if bad:
-            raise ValueError(f"thing_classes {bad} are not train ids 0..{num_classes - 1}")
         if not deterministic and embed_dim != 3:
             raise ValueError("the probabilistic embedding is tri-variate (Sec. 3.1): embed_dim must be 3")
-        self.num_classes, self.thing_classes = num_classes, sorted(set(thing_classes))
+        self.num_classes, self.thing_classes = num_classes, thing_train_ids(thing_classes, num_classes)
         self.embed_dim, self.isotropic, self.heteroscedastic = embed_dim, isotropic, heteroscedastic
         self.deterministic, self.coord_scale = deterministic, coord_scale
         self.tau, self.min_anchor_score = tau, min_anchor_score
