@@ -339,3 +339,33 @@ def test_mpnet_finetune_infer_evaluate(tiny_dataset, tmp_path, monkeypatch):
     scored = json.loads((tmp_path / "panoptic.json").read_text())
     for key in ("pq", "miou"):  # the files reproduce the run's own final validation
         assert (math.isnan(scored[key]) and math.isnan(metrics[key])) or scored[key] == pytest.approx(metrics[key], abs=1e-6)
+
+
+def test_the_baseline_row_trains_exactly_as_vanilla_asis(tiny_dataset, tmp_path):
+    """Table 1's Baseline is vanilla ASIS: synthetic_minkunet14a_mpnet_nomem.yaml and
+    synthetic_minkunet14a_asis_vanilla.yaml train to the same weights, byte for byte (so the
+    benchmark's MPNet-without-memory row equals its ASIS vanilla row)."""
+    from tests.test_finetune import overrides
+    from voxseg.engine import checkpoint, finetune
+
+    states = {}
+    for row in ("mpnet_nomem", "asis_vanilla"):
+        cfg = finetune.resolve(str(CONFIGS / f"synthetic_minkunet14a_{row}.yaml"),
+                               overrides(tiny_dataset, tmp_path / row, **{"train.max_steps": 3, "train.val_every": 0,
+                                                                          "train.checkpoint_every": 0}))
+        finetune.run(cfg)
+        states[row] = checkpoint.load(tmp_path / row / "checkpoints" / "last.pt")["model"]
+    rename = {"heads.mpnet.branch_seg.": "heads.asis.branch_sem.", "heads.mpnet.": "heads.asis."}
+
+    def as_asis(key: str) -> str:
+        for old, new in rename.items():
+            if key.startswith(old):
+                return new + key[len(old):]
+        return key
+
+    mpnet = {as_asis(k): v for k, v in states["mpnet_nomem"].items()}
+    assert mpnet.keys() == states["asis_vanilla"].keys()
+    assert all(torch.equal(v, states["asis_vanilla"][k]) for k, v in mpnet.items())
+    torch.manual_seed(cfg["train"]["seed"])  # the run's initial weights: training moved them
+    initial = finetune.MODELS.build(cfg["model"]).state_dict()
+    assert not torch.equal(initial["backbone.stem.0.kernel"], states["asis_vanilla"]["backbone.stem.0.kernel"])
