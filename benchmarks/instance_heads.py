@@ -16,6 +16,8 @@ head and its deterministic baseline, `--rows mpnet mpnet_nomem` MPNet with and w
 accuracy of its cliques), and `--rows heads` one row per head: the table of every head, outside the
 default budget. Runs that finished are reused, and so are their scores (OUT/<row>/benchmark.json,
 newer than the checkpoint); delete them to retrain or re-score.
+MPNet's Baseline row (mpnet_nomem) trains byte for byte as asis_vanilla (tested), so in a table
+with both it is reported from the asis_vanilla run unless it has a finished run of its own.
 It also saves the thing-voxel embeddings of the held-out scan with the most of them to
 OUT/<row>/embeddings.npy, real input for benchmarks/cluster.py --embeddings.
 """
