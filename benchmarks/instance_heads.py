@@ -221,7 +221,7 @@ def main() -> None:
     print("-" * len(header))
     for row, r in results.items():
         print(f"{ROWS[row]:<14}" + "".join(f"{100 * r[c]:>7.1f}" for c in COLUMNS)
-              + f"{r['network_ms']:>9.0f}{r['cluster_ms']:>10.0f}{100 * r['fusion_purity']:>8.1f}"
+              + f"{r['network_ms']:>9.0f}{r['cluster_ms']:>10.0f}{100 * r.get('fusion_purity', float('nan')):>8.1f}"
               + f"{100 * r.get('asa', float('nan')):>7.1f}")
     if "asis" in results and "asis_vanilla" in results:
         a, v = results["asis"], results["asis_vanilla"]
