@@ -44,6 +44,7 @@ from voxseg import atomic  # noqa: E402
 from voxseg.data.collate import collate, to_device  # noqa: E402
 from voxseg.engine import checkpoint, finetune  # noqa: E402
 from voxseg.engine.device import pick_device  # noqa: E402
+from voxseg.evaluation.asa import achievable_segmentation_accuracy  # noqa: E402
 from voxseg.registry import DATASETS, EVALUATORS, MODELS  # noqa: E402
 from voxseg.synthetic import SyntheticSpec, generate_dataset  # noqa: E402
 
@@ -98,6 +99,7 @@ def evaluate(run_dir: Path, data: Path, device: torch.device) -> dict:
     clustering = [h for h in model.heads.values() if hasattr(h, "timings")]
     things = clustering[0].thing_classes
     total = cluster = 0.0
+    asa_correct = asa_labelled = 0.0  # ASA of a grouping head's cliques, from the same predictions
     best = np.zeros((0, 0), dtype=np.float32)
     for i in range(len(dataset)):
         sample = dataset[i]
@@ -111,6 +113,10 @@ def evaluate(run_dir: Path, data: Path, device: torch.device) -> dict:
         cluster += sum(h.timings["cluster_s"] for h in clustering) - before
         pred = {k: v.cpu().numpy() for k, v in out["pred"].items()}
         evaluator.add(pred, sample)
+        if "clique" in pred:  # each scan's ASA weighted by its labelled points (unlabelled count nowhere)
+            valid = sample["segment"] >= 0
+            asa_correct += achievable_segmentation_accuracy(pred["clique"], sample["instance"], valid) * valid.sum()
+            asa_labelled += valid.sum()
         for head in out["heads"].values():
             if "voxel_embedding" in head:
                 voxel_class = head["voxel_logits"].argmax(dim=1).cpu().numpy()
@@ -119,7 +125,9 @@ def evaluate(run_dir: Path, data: Path, device: torch.device) -> dict:
                     best = embedding.cpu().numpy()
     result = evaluator.result()
     result["fusion_purity"] = fusion_purity(model, dataset, device)
-    result["asa"] = asa_of(model, dataset, device)
+    # the achievable segmentation accuracy of a grouping head's cliques against the ground-truth
+    # instances (voxseg.evaluation.asa) over the labelled points; NaN for heads without cliques
+    result["asa"] = asa_correct / asa_labelled if asa_labelled else float("nan")
     scans = len(dataset)
     result["network_ms"] = 1000 * (total - cluster) / scans
     result["cluster_ms"] = 1000 * cluster / scans
@@ -160,25 +168,6 @@ def fusion_purity(model, dataset, device: torch.device) -> float:
     finally:
         handle.remove()
     return same / max(total, 1.0)
-
-
-@torch.no_grad()
-def asa_of(model, dataset, device: torch.device) -> float:
-    """The achievable segmentation accuracy of a grouping head's cliques against the ground-truth
-    instances (voxseg.evaluation.asa), over the labelled points of every held-out scan (each
-    scan's ASA weighted by its labelled points); NaN for heads without cliques."""
-    from voxseg.evaluation.asa import achievable_segmentation_accuracy
-
-    correct = labelled = 0.0
-    for i in range(len(dataset)):
-        sample = dataset[i]
-        pred = model(to_device(collate([sample]), device))["pred"]
-        if "clique" not in pred:
-            return float("nan")
-        valid = sample["segment"] >= 0  # unlabelled points count nowhere
-        correct += achievable_segmentation_accuracy(pred["clique"].cpu().numpy(), sample["instance"], valid) * valid.sum()
-        labelled += valid.sum()
-    return correct / max(labelled, 1.0)
 
 
 def main() -> None:

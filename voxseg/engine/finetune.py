@@ -228,6 +228,26 @@ def make_loader(dataset, sampler: EpochSampler, train_cfg: dict, device: torch.d
                       generator=torch.Generator(), worker_init_fn=ignore_in_worker)
 
 
+def make_trainer(model, optimizer, scheduler, loader: DataLoader, sampler: EpochSampler, device: torch.device,
+                 hooks: list, cfg: dict, ctx: distributed.Context, saved: dict | None, say) -> Trainer:
+    """The run's Trainer (fine-tuning or pretraining), restored from `saved` on --resume."""
+    train_cfg = cfg["train"]
+    out = Path(cfg["output_dir"])
+    trainer = Trainer(model, optimizer, scheduler, loader, sampler, train_cfg["max_steps"], device, hooks,
+                      train_cfg["grad_clip"], seed=train_cfg["seed"], work_dir=out, config=cfg, ctx=ctx,
+                      find_unused_parameters=train_cfg["find_unused_parameters"])
+    if saved is not None:
+        checkpoint.restore(trainer, saved)
+        say(f"resumed {out} at step {trainer.step}")
+    return trainer
+
+
+def processes_text(ctx: distributed.Context, device: torch.device, global_batch: int) -> str:
+    """"; N processes (backend), global batch B" for the start line of a torchrun, else ""."""
+    return (f"; {ctx.world_size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), "
+            f"global batch {global_batch}" if ctx.enabled else "")
+
+
 def _run(cfg: dict, ctx: distributed.Context, resume: bool, pretrained: str | None, allow_config_change: bool) -> dict:
     train_cfg = cfg["train"]
     say = print if ctx.is_main else (lambda *a, **k: None)
@@ -283,14 +303,8 @@ def _run(cfg: dict, ctx: distributed.Context, resume: bool, pretrained: str | No
         say(f"pretrained weights from {pretrained}:\n{report.summary()}")
         if ctx.is_main:
             atomic.write_text(out / "pretrained.txt", f"{pretrained}\n{report.summary()}\n")
-    trainer = Trainer(model, optimizer, scheduler, loader, sampler, train_cfg["max_steps"], device, hooks,
-                      train_cfg["grad_clip"], seed=train_cfg["seed"], work_dir=out, config=cfg, ctx=ctx,
-                      find_unused_parameters=train_cfg["find_unused_parameters"])
-    if saved is not None:
-        checkpoint.restore(trainer, saved)
-        say(f"resumed {out} at step {trainer.step}")
-    processes = (f"; {ctx.world_size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), "
-                 f"global batch {global_batch}" if ctx.enabled else "")
+    trainer = make_trainer(model, optimizer, scheduler, loader, sampler, device, hooks, cfg, ctx, saved, say)
+    processes = processes_text(ctx, device, global_batch)
     say(f"training on {len(labelled)} of {len(train_set)} labelled scans, validating on {len(val_set)}; "
         f"device {device}{processes}; output {out}")
     trainer.run()

@@ -25,7 +25,8 @@ import torch
 from voxseg import atomic, config as cfglib
 from voxseg.config import Component, Range
 from voxseg.engine import checkpoint, distributed
-from voxseg.engine.finetune import make_loader, make_output_dir, start_run, sync_batch_norm
+from voxseg.engine.finetune import (make_loader, make_output_dir, make_trainer, processes_text, start_run,
+                                    sync_batch_norm)
 from voxseg.engine.hooks import CheckpointHook, ProgressBarHook, TensorBoardHook
 from voxseg.engine.optim import ParamGroup, build_optimizer, build_scheduler
 from voxseg.engine.trainer import EpochSampler, Hook, Trainer
@@ -162,14 +163,8 @@ def _run(cfg: dict, ctx: distributed.Context, resume: bool, allow_config_change:
         EncoderHook(encoder, cfg),
         CheckpointHook(ckpt_dir, cfg, every=train_cfg["checkpoint_every"]),  # last: saves what the others did
     ]
-    trainer = Trainer(model, optimizer, scheduler, loader, sampler, train_cfg["max_steps"], device, hooks,
-                      train_cfg["grad_clip"], seed=train_cfg["seed"], work_dir=out, config=cfg, ctx=ctx,
-                      find_unused_parameters=train_cfg["find_unused_parameters"])
-    if saved is not None:
-        checkpoint.restore(trainer, saved)
-        say(f"resumed {out} at step {trainer.step}")
-    processes = (f"; {ctx.world_size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), "
-                 f"global batch {global_batch}" if ctx.enabled else "")
+    trainer = make_trainer(model, optimizer, scheduler, loader, sampler, device, hooks, cfg, ctx, saved, say)
+    processes = processes_text(ctx, device, global_batch)
     say(f"pretraining on {len(dataset)} scans; device {device}{processes}; output {out}")
     trainer.run()
     say(f"encoder weights for fine-tuning (--pretrained): {encoder}")
