@@ -51,11 +51,13 @@ from voxseg.synthetic import SyntheticSpec, generate_dataset  # noqa: E402
 ROWS = {"asis": "ASIS", "asis_vanilla": "ASIS vanilla", "asis_sa": "ASIS SA only", "asis_if": "ASIS IF only",
         "probabilistic": "Probabilistic", "extdim": "ExtDim", "mpnet": "MPNet", "mpnet_nomem": "MPNet no mem",
         "mpnet_insmem": "MPNet InsMem", "mpnet_segmem": "MPNet +SegMem", "mpnet_beta16": "MPNet b=16",
+        "mpnet_printed": "MPNet b=1",
         "grouping": "Grouping"}
 # the 60-minute budget on 2 cores; asis_sa and asis_if are ASIS's Table 3 ablation, probabilistic and
 # extdim the probabilistic-embedding head (Zhang & Wonka) and its deterministic ExtDim baseline,
 # mpnet and mpnet_nomem MPNet (He et al.) with and without its memory (mpnet_insmem, mpnet_segmem:
-# the other rows of its Table 1; mpnet_beta16: key strength 16 in eq. 2), grouping the
+# the other rows of its Table 1; mpnet_printed: eq. 2 as printed, beta 1 fixed; mpnet_beta16: beta 16
+# fixed; the others learn beta), grouping the
 # differentiable-grouping head (Cheng et al.)
 DEFAULT_ROWS = ["asis", "asis_vanilla"]
 # rows that train byte for byte as another row (tested): reported from that row's run when it is in
@@ -63,7 +65,8 @@ DEFAULT_ROWS = ["asis", "asis_vanilla"]
 # is vanilla ASIS: tests/test_mpnet.py::test_the_baseline_row_trains_exactly_as_vanilla_asis
 SAME_AS = {"mpnet_nomem": "asis_vanilla"}
 # `--rows heads`: one row per head, the table of every head under the same budget
-PRESETS = {"heads": ["asis", "asis_vanilla", "probabilistic", "extdim", "mpnet", "mpnet_nomem", "grouping"]}
+PRESETS = {"heads": ["asis", "asis_vanilla", "probabilistic", "extdim", "mpnet", "mpnet_printed", "mpnet_nomem",
+                   "grouping"]}
 COLUMNS = ("ap", "ap50", "ap25", "pq", "mcov", "mwcov", "mprec", "mrec", "miou")
 
 
@@ -177,7 +180,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="training steps per row (identical for all)")
     parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS) + list(PRESETS),
                         help="rows: asis, asis_vanilla (default); asis_sa, asis_if (ablation); probabilistic, "
-                             "extdim; mpnet, mpnet_nomem (mpnet_insmem, mpnet_segmem, mpnet_beta16); grouping; "
+                             "extdim; mpnet, mpnet_nomem (mpnet_insmem, mpnet_segmem, mpnet_printed, mpnet_beta16); grouping; "
                              "'heads' = one row per head")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     args = parser.parse_args()

@@ -45,6 +45,27 @@ def test_gather_in_order_is_the_identity_in_one_process():
     assert distributed.shard(list(range(7)), distributed.Context(rank=1, world_size=3)) == [1, 4]
 
 
+def _gather_worker(rank: int, world: int, folder: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/init", rank=rank, world_size=world)
+    try:
+        rows = torch.arange(10 * rank, 10 * rank + 2 * rank, dtype=torch.float64).reshape(rank, 2)  # 0, 1, 2 rows
+        gathered, start = distributed.all_gather_rows(rows)
+        torch.save((gathered, start), f"{folder}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_all_gather_rows_of_unequal_counts_across_three_gloo_processes(tmp_path):
+    """Rank r holds r rows (rank 0 none): every rank gets all rows in rank order and its start."""
+    alone = torch.ones(3, 2)
+    assert distributed.all_gather_rows(alone)[0] is alone and distributed.all_gather_rows(alone)[1] == 0
+    torch.multiprocessing.spawn(_gather_worker, args=(3, str(tmp_path)), nprocs=3)
+    expected = torch.tensor([[10.0, 11], [20, 21], [22, 23]], dtype=torch.float64)
+    for rank in range(3):
+        gathered, start = torch.load(tmp_path / f"rank{rank}.pt")
+        assert torch.equal(gathered, expected) and start == [0, 0, 1][rank]
+
+
 def test_context_from_torchrun_environment(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "2")

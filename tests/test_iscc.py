@@ -292,6 +292,35 @@ def test_teacher_follows_only_momentum_update_and_queue_fills_in_training(monkey
     assert int(model(batch)["queue_fill"]) == 2 * shared and seen == [shared]
 
 
+def test_under_ddp_sinkhorn_balances_the_global_batch_and_every_queue_gets_it(monkeypatch):
+    """In a world of two, as SwAV and MoCo: the targets are this process's rows of Sinkhorn over
+    the queue and every process's teacher features, and the queue gets all of them in rank order."""
+    model = build(queue_size=64).train()
+    other = torch.nn.functional.normalize(torch.randn(7, 16, generator=torch.Generator().manual_seed(3)), dim=1)
+    seen = {}
+
+    def gather(rows):  # this process is rank 1 of 2; rank 0 holds `other`
+        seen.setdefault("f2", rows.clone())
+        return torch.cat([other, rows]), len(other)
+
+    def loss(scores, target, tau):
+        seen.setdefault("target", target)
+        return clustering_loss(scores, target, tau)
+
+    monkeypatch.setattr(iscc, "all_gather_rows", gather)
+    monkeypatch.setattr(iscc, "clustering_loss", loss)
+    model(random_batch())
+    f2 = seen["f2"]
+    assert len(f2) == 10 and torch.equal(model.queue.contents(), torch.cat([other, f2]))
+    everyone = cosine_scores(torch.cat([other, f2]), model.prototypes.detach())
+    expected = sinkhorn_targets(everyone, everyone[:0])[len(other):]
+    assert torch.equal(seen["target"], expected)
+    assert not torch.allclose(expected, sinkhorn_targets(everyone[len(other):], everyone[:0]))  # not the local batch's
+    # the next step balances against the gathered queue
+    model(random_batch(1))
+    assert int(model.queue.fill) == 2 * (7 + 10)
+
+
 def test_load_backbone_reads_the_student(tmp_path: Path):
     model = build()
     with torch.no_grad():  # make the teacher differ from the student

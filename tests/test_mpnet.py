@@ -177,6 +177,44 @@ def test_switches_route_each_branch_through_the_memory_or_not(ins, seg):
         assert torch.equal(out["embedding"], plain["embedding"]) and torch.equal(out["logits"], plain["logits"])
 
 
+@pytest.mark.parametrize("ins, seg", [(True, True), (True, False), (False, True), (False, False)])
+def test_learned_key_strength_one_log_beta_per_read_in_use(ins, seg):
+    """learn_key_strength: each read in use has its own log beta, starting at log key_strength;
+    the outputs equal those of a fixed head with the same beta, and each beta gets gradient only
+    from its own read."""
+    torch.manual_seed(0)
+    features, batch = fake_features()
+    kwargs = dict(num_classes=3, thing_classes=[0], channels=6, slots_per_class=4, instance_memory=ins,
+                  semantic_memory=seg, key_strength=2.5)
+    learned = MPNetHead(8, learn_key_strength=True, **kwargs).eval()
+    reads = {"instance"} if ins and not seg else {"semantic"} if seg and not ins else {"instance", "semantic"}
+    if not ins and not seg:  # no read: no parameter, so the Baseline row stays vanilla ASIS
+        assert learned.log_key_strength is None and learned.strength("instance") == 2.5
+        return
+    assert set(learned.log_key_strength) == reads
+    for name in reads:
+        assert learned.log_key_strength[name].item() == pytest.approx(math.log(2.5), rel=1e-7)
+    fixed = MPNetHead(8, learn_key_strength=False, **kwargs).eval()
+    assert fixed.log_key_strength is None and fixed.strength("semantic") == 2.5
+    fixed.load_state_dict({k: v for k, v in learned.state_dict().items() if not k.startswith("log_key")})
+    out, ref = learned(features, batch), fixed(features, batch)
+    for key in ("embedding", "logits"):
+        assert torch.allclose(out[key], ref[key], atol=1e-6)
+    # the instance beta moves the embedding, the semantic beta the logits, never the other
+    for key, read in (("embedding", "instance"), ("logits", "semantic")):
+        grads = torch.autograd.grad(out[key].square().sum(), list(learned.log_key_strength.values()),
+                                    allow_unused=True)
+        for name, grad in zip(learned.log_key_strength, grads):
+            assert (grad is not None and grad.abs() > 0) == (name == read), (key, name)
+    # a larger beta sharpens the addressing: the entropy of w falls
+    with torch.no_grad():
+        name = sorted(reads)[0]
+        query = learned.branch_ins(features.voxel.F) if name == "instance" else learned.branch_seg(features.voxel.F)
+        keys = learned.memory if name == "instance" else semantic_memory(learned.memory, 3)
+        entropy = [-(w * w.log()).sum(1).mean() for w in (address(query, keys, b) for b in (1.0, 2.5, 10.0))]
+        assert entropy[0] > entropy[1] > entropy[2]
+
+
 def test_no_centroid_estimator_and_bad_thing_classes():
     features, batch = fake_features()
     head = MPNetHead(8, num_classes=3, thing_classes=[0], channels=6, slots_per_class=2, centroid_estimator=False)
@@ -263,7 +301,8 @@ ROWS = {  # Table 1: (instance memory, semantic memory, G, loss terms)
     "mpnet_insmem": (True, False, False, {"ce", "disc"}),
     "mpnet_segmem": (True, True, False, {"ce", "disc"}),
     "mpnet": (True, True, True, {"ce", "disc", "seg_reg", "ins_reg"}),
-    "mpnet_beta16": (True, True, True, {"ce", "disc", "seg_reg", "ins_reg"}),  # the full model, beta = 16
+    "mpnet_printed": (True, True, True, {"ce", "disc", "seg_reg", "ins_reg"}),  # the full model, beta = 1 fixed
+    "mpnet_beta16": (True, True, True, {"ce", "disc", "seg_reg", "ins_reg"}),  # the full model, beta = 16 fixed
 }
 
 
@@ -285,6 +324,11 @@ def test_shipped_mpnet_configs_build_the_intended_row(row):
     assert set(model.losses) == terms and cfg["output_dir"] == f"runs/synthetic_minkunet14a_{row}"
     assert head.num_classes == 12 and head.thing_classes == [0, 1]
     assert head.key_strength == (16.0 if row == "mpnet_beta16" else 1.0)
+    # eq. 2's beta is learned per read (NTM) except in the two fixed-beta rows
+    learned = row not in ("mpnet_printed", "mpnet_beta16", "mpnet_nomem")
+    assert (head.log_key_strength is not None) == learned
+    if learned:
+        assert set(head.log_key_strength) == {"instance"} | ({"semantic"} if seg else set())
     assert (head.memory is None) == (not ins) and (head.memory is None or head.memory.shape == (150 * 12, 64))
     if row == "mpnet":  # the paper's settings: Nc = 150, m = 5, eq. 6 weights
         assert model.losses["seg_reg"].margin == 5.0

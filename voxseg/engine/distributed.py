@@ -102,6 +102,26 @@ def broadcast_buffers(model: torch.nn.Module, ctx: Context) -> None:
             dist.broadcast(buffer, src=0)
 
 
+def all_gather_rows(rows: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(every process's rows concatenated in rank order, where this process's rows start). The
+    processes may hold different numbers of rows (n, ...), 0 included; a collective, so every
+    process must call it. Outside a process group (or in a world of one): (rows, 0). Gradients
+    do not flow through the gathered rows. torch.distributed's all_gather needs equal shapes:
+    the row counts are gathered first and every process pads to the largest."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return rows, 0
+    world, rank = dist.get_world_size(), dist.get_rank()
+    count = torch.tensor([len(rows)], dtype=torch.long, device=rows.device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    counts = [int(c) for c in counts]
+    padded = rows.new_zeros((max(max(counts), 1), *rows.shape[1:]))
+    padded[: len(rows)] = rows.detach()
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(gathered, padded)
+    return torch.cat([g[:c] for g, c in zip(gathered, counts)]), sum(counts[:rank])
+
+
 def shard(items: list, ctx: Context) -> list:
     """This rank's share of `items`: every world_size-th, starting at its rank."""
     return items[ctx.rank::ctx.world_size]

@@ -32,8 +32,12 @@ Choices the slides leave open (each names the closest public method):
   * the global and occupancy terms are means over the batch's groups / queries; weights 1.
   * modules of switched-off terms are not built: occ-only has no teacher, projector, prototypes
     or queue (nothing would train them, and DDP would find them unused).
-  * no cross-process gathering: under DDP each rank balances and queues its own groups (SwAV
-    gathers the batch for Sinkhorn); call momentum_update on the unwrapped model (DDP's .module).
+  * under DDP (torchrun) the teacher features f2 of every process are gathered in training
+    (voxseg.engine.distributed.all_gather_rows): Sinkhorn balances the global batch with the
+    queue, as SwAV's distributed Sinkhorn does, each process keeps its own rows of the targets,
+    and every process pushes the same gathered rows, as MoCo's queue does, so the queues stay
+    identical (DDP's buffer broadcast from rank 0 then changes nothing). Call momentum_update on
+    the unwrapped model (DDP's .module).
 
 Training order (what a training tool must do each step):
     out = model(batch)        # forward: teacher, student, losses; in training mode it then
@@ -58,6 +62,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from voxseg.config import Component, Range
+from voxseg.engine.distributed import all_gather_rows
 from voxseg.pretrain.losses import (clustering_loss, cosine_scores, group_average, local_info_nce, occupancy_labels,
                                     occupancy_loss, prototype_entropy, shared_groups)
 from voxseg.pretrain.occupancy import OccupancyDecoder
@@ -152,13 +157,16 @@ class ISCC(nn.Module):
                 f2 = F.normalize(self.teacher.projector(pooled2[rows2]), dim=1)
             if self.use_local:
                 terms["local"] = local_info_nce(f1, f2, scene[rows1], self.local_temperature)
+            # every process's f2 in training under DDP (module docstring); here f2 and 0 otherwise
+            every_f2, start = all_gather_rows(f2) if self.training else (f2, 0)
             if self.use_global:
                 scores = cosine_scores(f1, self.prototypes)
                 with torch.no_grad():
                     queued = self.queue.contents() if self.queue is not None else f2[:0]
-                    target = sinkhorn_targets(cosine_scores(f2, self.prototypes),
+                    target = sinkhorn_targets(cosine_scores(every_f2, self.prototypes),
                                               cosine_scores(queued, self.prototypes),
                                               self.sinkhorn_epsilon, self.sinkhorn_iterations)
+                    target = target[start:start + len(f2)]
                 terms["global"] = clustering_loss(scores, target, self.cluster_temperature)
                 out["prototype_entropy"] = prototype_entropy(scores.detach(), self.cluster_temperature)
         if self.use_occupancy:
@@ -171,6 +179,6 @@ class ISCC(nn.Module):
         out.update({f"loss_{name}": term.detach() for name, term in terms.items()})
         queue = getattr(self, "queue", None)
         if self.training and queue is not None:
-            queue.push(f2)  # after the loss: this batch's targets were balanced against the old contents
+            queue.push(every_f2)  # after the loss: the targets were balanced against the old contents
         out["queue_fill"] = queue.fill.clone() if queue is not None else torch.zeros((), dtype=torch.long)
         return out

@@ -27,11 +27,15 @@ R_ins loss terms in the config (without them G is not built: DDP rejects unused 
 Choices the paper leaves open:
 * Eq. 2 has no temperature: w = softmax(cos). `key_strength` beta multiplies the cosine as the
   key strength of NTM's content addressing (Graves et al. 2014, the paper's [11]); beta = 1 is
-  the paper as printed. With beta = 1 and M = 1800 slots the weights stay close to uniform
-  (cos is in [-1, 1]), so the read is mostly the memory's mean plus a small query-dependent part:
-  in a 20-step probe of synthetic_minkunet14a_mpnet.yaml the discriminative loss was 8.9 with
-  beta = 1 (embeddings of different instances nearly equal: [2 delta_d - 0]^2 = 9) and 5.7 with
-  beta = 16 (one run each, last-step losses: an indication, not a measurement).
+  the paper as printed. In NTM beta is not a constant but produced by the network for each read
+  head, and so here with `learn_key_strength` (the shipped configs): each read (instance, semantic)
+  has its own learned log beta, starting at log `key_strength`. Why: with beta fixed at 1 the
+  weights stay close to uniform (cos is in [-1, 1]; M = 1800 slots, C = 12 summaries), the
+  classifier sees a nearly constant mixture of C and the cross-entropy plateaus (1.14 after 600
+  steps of synthetic_minkunet14a_mpnet_printed.yaml, vanilla ASIS 0.21); a fixed beta = 16
+  saturates the softmax early, while R_seg drives each voxel's gamma to a corner of the simplex,
+  and the cross-entropy plateaus too (1.28). A learned beta starts soft and sharpens as the
+  features separate (module tests/benchmark: README, "Instance heads").
 * "Randomly initialized" memory: uniform in +-1/sqrt(D), as MemAE (Gong et al. 2019, the paper's
   [9], same second author) initialises its memory.
 * Row block i of M (rows i*Nc .. (i+1)*Nc - 1) belongs to train id i (eq. 1, 0-based).
@@ -73,14 +77,14 @@ def semantic_memory(memory: torch.Tensor, num_classes: int) -> torch.Tensor:
     return memory.view(num_classes, slots // num_classes, dim).mean(dim=1)
 
 
-def address(query: torch.Tensor, memory: torch.Tensor, key_strength: float = 1.0) -> torch.Tensor:
+def address(query: torch.Tensor, memory: torch.Tensor, key_strength: float | torch.Tensor = 1.0) -> torch.Tensor:
     """w (N, M): w_ij = exp(beta d(q_i, m_j)) / sum_j exp(beta d(q_i, m_j)) with d the cosine
     similarity (eq. 2; beta = `key_strength`, 1 in the paper)."""
     cosine = F.normalize(query, dim=1) @ F.normalize(memory, dim=1).T
     return torch.softmax(key_strength * cosine, dim=1)
 
 
-def read_memory(query: torch.Tensor, memory: torch.Tensor, key_strength: float = 1.0
+def read_memory(query: torch.Tensor, memory: torch.Tensor, key_strength: float | torch.Tensor = 1.0
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(f^, w): the memory-augmented features f^_i = sum_j w_ij m_j (Sec. 3.3; with C for M,
     Sec. 3.4's f^_seg = gamma^T C) and the addressing weights w of eq. 2."""
@@ -98,18 +102,25 @@ class MPNetHead(nn.Module):
     prediction of each point's instance centroid (metres, R_ins)}. predict -> {"segment",
     "segment_logits", "embedding", "instance" (-1 none, 0.. per scan), "instance_score"} by
     mean-shift, as ASIS. `slots_per_class` is Nc (150 in the paper): M = Nc * num_classes.
+    `key_strength` is beta of eq. 2 (learned per read, from that start, with `learn_key_strength`).
     """
 
     def __init__(self, in_channels: int, num_classes: Annotated[int, Range(ge=1)], thing_classes: list[int],
                  channels: Annotated[int, Range(ge=1)] = 64, embed_dim: Annotated[int, Range(ge=1)] = 5,
                  slots_per_class: Annotated[int, Range(ge=1)] = 150,
                  instance_memory: bool = True, semantic_memory: bool = True, centroid_estimator: bool = True,
-                 key_strength: Annotated[float, Range(gt=0)] = 1.0,
+                 key_strength: Annotated[float, Range(gt=0)] = 1.0, learn_key_strength: bool = False,
                  bandwidth: Annotated[float, Range(gt=0)] = 0.6,
                  min_instance_points: Annotated[int, Range(ge=1)] = 30):
         super().__init__()
         self.num_classes, self.thing_classes = num_classes, thing_train_ids(thing_classes, num_classes)
         self.slots_per_class, self.key_strength = slots_per_class, key_strength
+        reads = [name for name, on in (("instance", instance_memory), ("semantic", semantic_memory)) if on]
+        # one learned log beta per read head, as NTM's key strengths (module docstring); only the
+        # reads in use get one (DDP rejects unused parameters)
+        self.log_key_strength = (nn.ParameterDict({name: nn.Parameter(torch.tensor(math.log(key_strength)))
+                                                   for name in reads})
+                                 if learn_key_strength and reads else None)
         self.instance_memory, self.semantic_memory = instance_memory, semantic_memory
         self.bandwidth, self.min_instance_points = bandwidth, min_instance_points
         self.branch_seg = fc_bn_relu(in_channels, channels)
@@ -124,16 +135,22 @@ class MPNetHead(nn.Module):
                          if centroid_estimator else None)
         self.timings = {"cluster_s": 0.0}  # inference profile: seconds spent clustering, summed
 
+    def strength(self, read: str) -> float | torch.Tensor:
+        """beta of the `read` ("instance" or "semantic"): learned (a 0-d tensor) or `key_strength`."""
+        if self.log_key_strength is None:
+            return self.key_strength
+        return self.log_key_strength[read].exp()
+
     def forward(self, features: BackboneOutput, batch: dict) -> dict:
         f_seg = self.branch_seg(features.voxel.F)
         f_ins = self.branch_ins(features.voxel.F)
         if self.instance_memory:
-            f_ins = read_memory(f_ins, self.memory, self.key_strength)[0]  # eq. 2, Sec. 3.3
+            f_ins = read_memory(f_ins, self.memory, self.strength("instance"))[0]  # eq. 2, Sec. 3.3
         inv = features.inverse
         out = {}
         if self.semantic_memory:
             summary = semantic_memory(self.memory, self.num_classes)  # eq. 1
-            f_seg = read_memory(f_seg, summary, self.key_strength)[0]  # Sec. 3.4
+            f_seg = read_memory(f_seg, summary, self.strength("semantic"))[0]  # Sec. 3.4
             out.update(seg_feature=f_seg[inv], semantic_memory=summary)
         embedding = self.embed(f_ins)
         logits = self.classifier(f_seg)
