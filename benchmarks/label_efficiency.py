@@ -212,8 +212,10 @@ def pretrain_overrides(s: Settings, row: str, run_dir: Path) -> list[str]:
 
 def plan(s: Settings) -> list[Job]:
     """Every job, in the order they should start: preprocessing, the pretrainings (the long
-    ones, on the critical path), the scratch fine-tunes (they need nothing), the pretrained
-    fine-tunes (each after its encoder)."""
+    ones, on the critical path), then the fine-tunes fraction by fraction, smallest first, and
+    seed by seed, each row in turn. A pretrained fine-tune waits for its encoder, so the scratch
+    ones fill the free core meanwhile; once the encoder is there the smallest fraction's pairs
+    finish first, and an interrupted benchmark has the comparisons that matter most."""
     py = sys.executable
     jobs: list[Job] = []
     prep: list[str] = []
@@ -231,9 +233,9 @@ def plan(s: Settings) -> list[Job]:
         jobs.append(Job(f"pretrain_{row}", "pretrain",
                         [py, str(ROOT / "tools" / "pretrain.py"), "--config", str(s.pretrain_config), *overrides],
                         run_dir, after=list(prep), row=row, overrides=overrides))
-    for row in [r for r in s.rows if ROWS[r][1] is None] + pretrained_rows:
-        for fraction in s.fractions:
-            for seed in s.seeds:
+    for fraction in sorted(s.fractions):
+        for seed in s.seeds:
+            for row in [r for r in s.rows if ROWS[r][1] is None] + pretrained_rows:
                 run_dir = finetune_dir(s.out, row, fraction, seed)
                 overrides = finetune_overrides(s, fraction, seed, run_dir)
                 argv = [py, str(ROOT / "tools" / "finetune.py"), "--config", str(s.finetune_config)]

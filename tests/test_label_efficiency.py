@@ -83,7 +83,10 @@ def test_plan_scratch_independent_pretrained_after_encoder_identical_settings(tm
     iscc = [j for j in jobs if j.row == "iscc" and j.kind == "finetune"]
     assert len(scratch) == len(iscc) == 8
     assert all(j.after == [] for j in scratch) and all(j.after == ["pretrain_iscc"] for j in iscc)
-    assert jobs.index(scratch[-1]) < jobs.index(iscc[0])  # scratch first: they can run beside the pretraining
+    # smallest fraction first, scratch before ISCC in each (fraction, seed): the runner starts the
+    # ready jobs in this order, so scratch runs fill the free core while the encoder trains
+    order = [(j.fraction, j.seed, j.row) for j in jobs if j.kind == "finetune"]
+    assert order == [(f, seed, row) for f in sorted(s.fractions) for seed in s.seeds for row in ("scratch", "iscc")]
     encoder = str(s.out / "pretrain_iscc" / "checkpoints" / "encoder.pt")
     for a in scratch:
         b = by_name[f"iscc/{a.run_dir.name}"]
