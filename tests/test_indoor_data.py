@@ -411,6 +411,7 @@ def test_transforms_and_collate_carry_colours(s3dis_root, scannet_root):
                                   for head in ("asis", "probabilistic", "mpnet", "grouping")])
 def test_indoor_finetune_configs_build_on_the_fixtures(name, s3dis_root, scannet_root):
     from voxseg.engine import finetune
+    from voxseg.engine.optim import build_optimizer
     from voxseg.registry import EVALUATORS, MODELS
 
     s3dis = name.startswith("s3dis")
@@ -429,8 +430,105 @@ def test_indoor_finetune_configs_build_on_the_fixtures(name, s3dis_root, scannet
     assert type(head).__name__ == head_type and head.num_classes == labels.num_classes
     assert head.thing_classes == labels.thing_classes
     finetune.check_model(model, labels, train_set, EVALUATORS.build(cfg["evaluator"], labels=labels), cfg["train"])
+    build_optimizer(model, cfg["train"])  # every param_groups pattern matches (MPNet: its learned betas)
     train_set.check(progress=False)
     val_set.check(progress=False)
     sample = val_set[0]
     assert sample["feat"].shape == (len(sample["coord"]), 3) and sample["name"] == ("Area_5/hallway_2" if s3dis else "scene0001_01")
     assert DATASETS.get("S3DIS") is S3DIS and DATASETS.get("ScanNet") is ScanNet
+
+
+# -------------------------------------------------------------------------- predictions (tools/infer.py)
+def test_scene_files_are_the_scannet_benchmark_format(tmp_path):
+    from voxseg.data import scene_predictions as sp
+
+    staging, out = tmp_path / "staging", tmp_path / "out"
+    semantic = np.array([5, 5, 3, 0])
+    masks = [(np.array([True, True, False, False]), 5, 0.875), (np.array([False, False, True, False]), 3, 0.5)]
+    sp.write_scene(staging, "Area_5/office_1", semantic, masks)
+    sp.publish_scene(staging, out, "Area_5/office_1")
+    assert (out / "semantic" / "Area_5" / "office_1.txt").read_text() == "5\n5\n3\n0\n"
+    # mask paths relative to the listing's folder, as ScanNet's evaluate_semantic_instance.py reads them
+    assert (out / "instance" / "Area_5" / "office_1.txt").read_text() == (
+        "office_1/000.txt 5 0.875000\noffice_1/001.txt 3 0.500000\n")
+    assert (out / "instance" / "Area_5" / "office_1" / "000.txt").read_bytes() == b"1\n1\n0\n0\n"
+    assert (out / "instance" / "Area_5" / "office_1" / "001.txt").read_bytes() == b"0\n0\n1\n0\n"
+    # another scene leaves this one alone; a semantic-only model's rerun removes its old instances
+    sp.write_scene(staging, "Area_5/office_2", semantic[:2], [])
+    sp.publish_scene(staging, out, "Area_5/office_2")
+    assert (out / "instance" / "Area_5" / "office_2.txt").read_text() == ""
+    assert (out / "instance" / "Area_5" / "office_1" / "001.txt").exists()
+    sp.write_scene(staging, "Area_5/office_1", semantic[::-1], None)
+    sp.publish_scene(staging, out, "Area_5/office_1")
+    assert (out / "semantic" / "Area_5" / "office_1.txt").read_text() == "0\n3\n5\n5\n"
+    assert not (out / "instance" / "Area_5" / "office_1.txt").exists()
+    assert not (out / "instance" / "Area_5" / "office_1").exists()
+    assert sorted(p.name for p in (out / "instance" / "Area_5").iterdir()) == ["office_2", "office_2.txt"]
+    assert sp.instance_labels(np.array([2, 2, 7, 7, 7, 1]), np.array([0, 0, 0, -1, -1, 1])) == {0: 2, 1: 1}
+    assert sp.instance_labels(np.array([4, 3]), np.array([0, 0])) == {0: 3}  # a tie: the smaller id
+
+
+def _indoor_checkpoint(tmp_path: Path, name: str, root: Path, overrides: list[str]) -> tuple[Path, dict]:
+    """An untrained model of a shipped indoor config, saved as a checkpoint (weights + config)."""
+    import torch
+
+    import voxseg.models  # noqa: F401
+    from voxseg.engine import checkpoint, finetune
+    from voxseg.registry import MODELS
+
+    cfg = finetune.resolve(str(ROOT / "configs" / "finetune" / f"{name}.yaml"), [f"data.root={root}", *overrides])
+    torch.manual_seed(0)
+    model = MODELS.build(cfg["model"])
+    path = tmp_path / f"{name}.pt"
+    torch.save({"format": checkpoint.FORMAT, "config": cfg, "model": model.state_dict()}, path)
+    return path, cfg
+
+
+def _infer(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "infer.py"), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.parametrize("dataset", ["s3dis", "scannet"])
+def test_infer_writes_each_scene_as_the_model_predicts_it(dataset, s3dis_root, scannet_root, tmp_path):
+    """tools/infer.py on an indoor checkpoint (its validation split by default): the semantic file
+    is the model's prediction in raw ids, point for point; each mask is one predicted instance,
+    labelled with its majority class, with its score."""
+    import torch
+
+    from voxseg.engine.inference import predict
+    from voxseg.registry import MODELS
+
+    root = s3dis_root[0] if dataset == "s3dis" else scannet_root[0]
+    # min_instance_points 1: an untrained model's clusters are small, and the fixtures tiny
+    ckpt, cfg = _indoor_checkpoint(tmp_path, f"{dataset}_minkunet14a_asis", root,
+                                   ["model.heads.asis.min_instance_points=1"])
+    out = tmp_path / "pred"
+    done = _infer("--checkpoint", str(ckpt), "--dataset", str(root), "--out", str(out), "--device", "cpu")
+    assert done.returncode == 0, done.stderr[-2000:]
+    val = DATASETS.build({**cfg["data"]["val"], "labels": False}, root=str(root), label_config=cfg["data"]["label_config"])
+    model = MODELS.build(cfg["model"])
+    model.load_state_dict(torch.load(ckpt, weights_only=False)["model"])
+    (name, pred, sample), = list(predict(model, val, torch.device("cpu")))
+    assert name == ("Area_5/hallway_2" if dataset == "s3dis" else "scene0001_01")
+    labels = val.label_config
+    semantic = np.loadtxt(out / "semantic" / f"{name}.txt", dtype=np.int64, ndmin=1)
+    assert np.array_equal(semantic[sample["point_index"]], labels.train_to_raw(pred["segment"]))
+    listing = (out / "instance" / f"{name}.txt").read_text().splitlines()
+    ids = sorted(set(pred["instance"].tolist()) - {-1})
+    assert len(listing) == len(ids) > 0
+    for line, k in zip(listing, ids):
+        mask_path, label, score = line.split(" ")
+        mask = np.loadtxt(out / "instance" / Path(name).parent / mask_path, dtype=np.int64, ndmin=1)
+        members = pred["instance"] == k
+        assert np.array_equal(mask[sample["point_index"]], members.astype(np.int64))
+        majority = np.bincount(pred["segment"][members]).argmax()
+        assert int(label) == labels.train_to_raw(np.array([majority]))[0]
+        assert float(score) == pytest.approx(float(pred["instance_score"][members][0]), abs=1e-6)
+    # the wrong selection flag for the dataset is one error line; nothing is written
+    wrong = ["--sequences", "04"] if dataset == "s3dis" else ["--areas", "5"]
+    bad = _infer("--checkpoint", str(ckpt), "--dataset", str(root), "--out", str(tmp_path / "bad"), *wrong)
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()

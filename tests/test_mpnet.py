@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT, SYNTHETIC_LABELS
+from voxseg.engine.optim import build_optimizer
 from voxseg.models.heads.asis import ASISHead
 from voxseg.models.heads.mpnet import MPNetHead, address, read_memory, semantic_memory
 from voxseg.models.losses_mpnet import InstanceCentroidRegularizer, SemanticMemoryRegularizer
@@ -334,7 +335,15 @@ def test_shipped_mpnet_configs_build_the_intended_row(row):
         assert model.losses["seg_reg"].margin == 5.0
         assert model.loss_weights == {"ce": 1.0, "disc": 1.0, "seg_reg": 1.0, "ins_reg": 1.0}
     asis = finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_asis.yaml"), [])
-    assert cfg["data"] == asis["data"] and cfg["train"] == asis["train"] and cfg["evaluator"] == asis["evaluator"]
+    # the same data and budget as ASIS; only the learned betas have their own rate (10x, no decay)
+    groups = cfg["train"]["param_groups"]
+    assert groups == ([{"params": "*log_key_strength*", "lr": 10 * asis["train"]["lr"], "weight_decay": 0.0}]
+                      if learned else [])
+    assert cfg["data"] == asis["data"] and dict(cfg["train"], param_groups=[]) == asis["train"]
+    assert cfg["evaluator"] == asis["evaluator"]
+    optimizer = build_optimizer(model, cfg["train"])  # a pattern matching nothing would be a ConfigError
+    if learned:
+        assert optimizer.param_groups[0]["params"] == list(head.log_key_strength.values())
     assert cfg["model"]["backbone"] == asis["model"]["backbone"]
 
 

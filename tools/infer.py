@@ -1,8 +1,18 @@
 #!/usr/bin/env python3
-"""Predict every point of a sequence with a checkpoint; write SemanticKITTI .label files.
+"""Predict every point of a sequence (or indoor scene) with a checkpoint; write the benchmark's files.
 
     python tools/infer.py --checkpoint runs/x/checkpoints/best.pt --dataset data/synthetic \
         --sequences 04 --out runs/x/predictions
+    python tools/infer.py --checkpoint runs/s3dis/checkpoints/best.pt --dataset data/s3dis --areas 5 --out P
+    python tools/infer.py --checkpoint runs/scannet/checkpoints/best.pt --dataset data/scannet \
+        --split-file scannetv2_test.txt --scans-dir scans_test --out P
+
+A model trained on S3DIS or ScanNet writes the ScanNet benchmark's formats instead:
+OUT/semantic/NAME.txt (one raw class id per point; NYU40 ids for ScanNet) and, with an instance
+head, OUT/instance/NAME.txt with the masks under OUT/instance/NAME/ (voxseg.data.scene_predictions).
+Without --areas / --scenes / --split-file it predicts the checkpoint's validation split.
+
+SemanticKITTI-format data:
 
 Writes OUT/sequences/NN/predictions/FFFFFF.label: the raw class id in the lower 16 bits and,
 for a model with an instance head, the instance id in the upper 16 (1.. per scan, 0 for stuff
@@ -10,8 +20,8 @@ and unclustered points): the panoptic format semantic-kitti-api's evaluate_seman
 evaluate_panoptic.py and tools/evaluate.py read. An instance model also writes
 OUT/sequences/NN/scores/FFFFFF.txt, one "instance_id confidence" line per instance, which
 instance AP ranks by (tools/evaluate.py --task instance). Needs no labels.
-Predictions are written to a staging folder under OUT and moved into place per sequence only
-when every scan succeeded, so a failure leaves earlier predictions as they were.
+Predictions are written to a staging folder under OUT and moved into place per sequence (per
+scene indoors) only when every scan succeeded, so a failure leaves earlier predictions as they were.
 """
 
 import argparse
@@ -24,14 +34,16 @@ import numpy as np
 from tqdm import tqdm
 
 from voxseg.cli import main_guard
-from voxseg.data import semantic_kitti as sk
+from voxseg.data import scene_predictions, semantic_kitti as sk
 from voxseg.engine import checkpoint
 from voxseg.engine.device import pick_device
+from voxseg.engine.inference import predict
 from voxseg.errors import VoxsegError
 from voxseg.registry import DATASETS, MODELS
 
 
 FOLDERS = ("predictions", "scores")
+INDOOR = ("S3DIS", "ScanNet")  # dataset types whose predictions are written per scene
 
 
 def publish(staging: Path, out: Path, sequence: str) -> None:
@@ -66,13 +78,49 @@ def panoptic(pred: dict, num_points: int, point_index: np.ndarray, labels) -> tu
     return semantic, instance, scores
 
 
+def indoor_selection(args, val: dict) -> dict:
+    """The dataset settings that pick the scenes: the flags given, else the validation split's."""
+    if val["type"] == "S3DIS":
+        if args.scenes or args.split_file or args.scans_dir:
+            raise VoxsegError("--scenes, --split-file and --scans-dir are for ScanNet; S3DIS takes --areas")
+        return {"areas": args.areas} if args.areas else {}
+    if args.areas:
+        raise VoxsegError("--areas is for S3DIS; ScanNet takes --scenes or --split-file")
+    picked = {"scans_dir": args.scans_dir} if args.scans_dir else {}
+    if args.scenes or args.split_file:
+        picked.update(scenes=args.scenes, split_file=args.split_file)
+    return picked
+
+
+def write_indoor(model, dataset, device, out: Path, staging: Path, instance_model: bool) -> None:
+    """Every scene into `staging`, then each published into `out` (voxseg.data.scene_predictions)."""
+    labels = dataset.label_config
+    for name, pred, sample in tqdm(predict(model, dataset, device), total=len(dataset), desc="infer", unit="scene"):
+        semantic, instance, scores = panoptic(pred, len(sample["point_index"]), sample["point_index"], labels)
+        instances = None
+        if instance_model:
+            train_ids = np.zeros(len(semantic), dtype=np.int64)
+            train_ids[sample["point_index"]] = pred.get("segment", 0)
+            classes = scene_predictions.instance_labels(train_ids, instance - 1)
+            instances = [(instance == k + 1, int(labels.train_to_raw(np.array([c]))[0]), scores[k + 1])
+                         for k, c in classes.items()]
+        scene_predictions.write_scene(staging, name, semantic, instances)
+    for name in dataset.items:
+        scene_predictions.publish_scene(staging, out, name)
+
+
 @main_guard
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--dataset", required=True, help="SemanticKITTI-format root")
-    parser.add_argument("--sequences", nargs="+", required=True)
-    parser.add_argument("--out", required=True, help="prediction root (OUT/sequences/NN/predictions)")
+    parser.add_argument("--dataset", required=True, help="dataset root (SemanticKITTI-format, S3DIS or ScanNet)")
+    parser.add_argument("--sequences", nargs="+", help="SemanticKITTI format: the sequences to predict")
+    parser.add_argument("--areas", nargs="+", help="S3DIS: the areas to predict (default: the validation areas)")
+    parser.add_argument("--scenes", nargs="+", help="ScanNet: the scenes to predict")
+    parser.add_argument("--split-file", help="ScanNet: a scene list, e.g. scannetv2_test.txt (relative to --dataset)")
+    parser.add_argument("--scans-dir", help="ScanNet: the scene folder under --dataset (scans_test for the test split)")
+    parser.add_argument("--out", required=True, help="prediction root (OUT/sequences/NN/predictions; indoors "
+                                                     "OUT/semantic and OUT/instance)")
     parser.add_argument("--label-config", help="class mapping (default: the one the checkpoint was trained with)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
@@ -80,24 +128,32 @@ def main() -> None:
     import voxseg.data.dataset  # noqa: F401  (registers datasets and transforms)
     import voxseg.models  # noqa: F401
 
-    for sequence in args.sequences:  # every scan's size checked before any prediction is written
-        for frame in sk.frame_ids(args.dataset, sequence):
-            sk.scan_size(sk.scan_path(args.dataset, sequence, frame))
     state = checkpoint.load(args.checkpoint)
     cfg = state["config"]
+    indoor = cfg["data"]["val"]["type"] in INDOOR
+    if indoor:
+        if args.sequences:
+            raise VoxsegError(f"{args.checkpoint}: a {cfg['data']['val']['type']} model; --sequences is for "
+                              "SemanticKITTI-format data (use --areas, --scenes or --split-file)")
+        dataset_cfg = {**cfg["data"]["val"], "transforms": [], "labels": False,
+                       **indoor_selection(args, cfg["data"]["val"])}
+    else:
+        if not args.sequences:
+            raise VoxsegError("--sequences is required for SemanticKITTI-format data")
+        for sequence in args.sequences:  # every scan's size checked before any prediction is written
+            for frame in sk.frame_ids(args.dataset, sequence):
+                sk.scan_size(sk.scan_path(args.dataset, sequence, frame))
+        dataset_cfg = {**cfg["data"]["val"], "transforms": [], "labels": False, "sequences": args.sequences}
     model = MODELS.build(cfg["model"])
     model.load_state_dict(state["model"])
     device = pick_device(args.device)
     model.to(device).eval()
-    dataset_cfg = {**cfg["data"]["val"], "transforms": [], "labels": False, "sequences": args.sequences}
     label_config = args.label_config or cfg["data"]["label_config"]
     dataset = DATASETS.build(dataset_cfg, root=args.dataset, label_config=label_config)
     labels = dataset.label_config
     if model.num_classes != labels.num_classes:
         raise VoxsegError(f"{labels.path}: defines {labels.num_classes} evaluated classes but {args.checkpoint} "
                           f"predicts {model.num_classes}; pass the label config it was trained with")
-
-    from voxseg.engine.inference import predict
 
     instance_model = any(hasattr(head, "thing_classes") for head in model.heads.values())
 
@@ -108,6 +164,10 @@ def main() -> None:
     except OSError as exc:
         raise VoxsegError(f"{out}: cannot write the output folder ({exc.strerror or exc})") from None
     try:
+        if indoor:
+            write_indoor(model, dataset, device, out, staging, instance_model)
+            print(f"wrote {len(dataset)} scenes' predictions under {args.out}")
+            return
         for name, pred, sample in tqdm(predict(model, dataset, device), total=len(dataset), desc="infer", unit="scan"):
             sequence, frame = name.split("/")
             semantic, instance, scores = panoptic(pred, len(sample["point_index"]), sample["point_index"], labels)
