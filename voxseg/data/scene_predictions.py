@@ -71,8 +71,7 @@ def write_scene(folder: Path, name: str, semantic_raw: np.ndarray, instances: li
 def publish_scene(staging: Path, out: Path, name: str) -> None:
     """Move one staged scene into `out`: its semantic file, then its masks folder and listing
     (or, for a semantic-only model, remove an older model's listing and masks of the scene)."""
-    for kind in ("semantic", "instance"):
-        (out / kind / name).parent.mkdir(parents=True, exist_ok=True)
+    (out / "semantic" / name).parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging / "semantic" / f"{name}.txt", out / "semantic" / f"{name}.txt")
     listing, masks = out / "instance" / f"{name}.txt", out / "instance" / name
     staged_listing = staging / "instance" / f"{name}.txt"
@@ -81,6 +80,7 @@ def publish_scene(staging: Path, out: Path, name: str) -> None:
     if masks.exists():
         os.replace(masks, old)  # the old listing names old masks: both go
     if staged_listing.exists():
+        listing.parent.mkdir(parents=True, exist_ok=True)  # a semantic-only model makes no instance folder
         os.replace(staged_listing.with_suffix(""), masks)
         os.replace(staged_listing, listing)
     elif listing.exists():

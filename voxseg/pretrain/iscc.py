@@ -157,9 +157,10 @@ class ISCC(nn.Module):
                 f2 = F.normalize(self.teacher.projector(pooled2[rows2]), dim=1)
             if self.use_local:
                 terms["local"] = local_info_nce(f1, f2, scene[rows1], self.local_temperature)
-            # every process's f2 in training under DDP (module docstring); here f2 and 0 otherwise
-            every_f2, start = all_gather_rows(f2) if self.training else (f2, 0)
             if self.use_global:
+                # every process's f2 in training under DDP (module docstring); f2 and 0 otherwise.
+                # Only the global term needs them: local-only runs make no collective call here
+                every_f2, start = all_gather_rows(f2) if self.training else (f2, 0)
                 scores = cosine_scores(f1, self.prototypes)
                 with torch.no_grad():
                     queued = self.queue.contents() if self.queue is not None else f2[:0]
