@@ -1,9 +1,19 @@
-"""Shared by the benchmarks: peak memory of a block of code."""
+"""Shared by the benchmarks: peak memory of a block of code; which code and machine made a result."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import platform
+import subprocess
 import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# What can change a training's result: the library, the preprocessing, the configs and the tools
+# that run; their Python and YAML files (the rest there is documentation).
+CODE_DIRS = ("voxseg", "preprocessing", "configs", "tools")
+CODE_SUFFIXES = (".py", ".yaml")
 
 
 class PeakRSS:
@@ -34,3 +44,61 @@ class PeakRSS:
     @property
     def grown_gb(self) -> float:
         return (self.peak - self.base) / 1e9
+
+
+def code_files(root: Path = ROOT, dirs: tuple[str, ...] = CODE_DIRS) -> list[str]:
+    """The code files under `dirs` in the working tree (tracked or not, as a run imports them):
+    root-relative POSIX paths, sorted."""
+    found = []
+    for top in dirs:
+        for folder, subdirs, files in os.walk(root / top):
+            subdirs[:] = [d for d in subdirs if d != "__pycache__"]
+            found += [Path(folder, f).relative_to(root).as_posix() for f in files if f.endswith(CODE_SUFFIXES)]
+    return sorted(found)
+
+
+def code_hash(root: Path = ROOT, dirs: tuple[str, ...] = CODE_DIRS) -> str:
+    """SHA-256 over the sorted code files, each as its path, a NUL byte and the SHA-256 of its
+    bytes: any changed byte, added, removed or renamed file changes it; timestamps do not. From
+    the working tree, so it needs no git (a Docker image has none)."""
+    digest = hashlib.sha256()
+    for path in code_files(root, dirs):
+        digest.update(path.encode() + b"\0" + hashlib.sha256((root / path).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def code_identity(root: Path = ROOT, dirs: tuple[str, ...] = CODE_DIRS) -> dict:
+    """The code a run is made with: `code_hash` (the working tree's, see code_hash), the git
+    `commit` checked out and whether the code files differ from it (`dirty`: changed, deleted or
+    untracked ones); commit and dirty are None outside a git checkout. A result reproduces at its
+    commit only if it was not dirty."""
+    commit = _git(root, "rev-parse", "HEAD")
+    changed = _git(root, "diff", "--name-only", "-z", "HEAD", "--", *dirs)
+    untracked = _git(root, "ls-files", "--others", "--exclude-standard", "-z", "--", *dirs)
+    dirty = None
+    if commit is not None and changed is not None and untracked is not None:
+        dirty = any(p.endswith(CODE_SUFFIXES) for p in (changed + untracked).split("\0"))
+    return {"code_hash": code_hash(root, dirs), "commit": commit.strip() if commit else None, "dirty": dirty}
+
+
+def machine_info(device: str) -> dict:
+    """Where a result was measured: OS, CPU, core count, Python, torch, MinkowskiEngine and the
+    device that `device` (auto | cpu | cuda[:N]) resolves to, with the GPU's name."""
+    import torch
+
+    from voxseg.engine.device import pick_device
+    from voxseg.sparse import ME
+
+    resolved = pick_device(device)
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "minkowskiengine": ME.__version__, "device": str(resolved),
+            "gpu": torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else None}

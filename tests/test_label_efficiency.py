@@ -1,24 +1,34 @@
-"""benchmarks/label_efficiency.py without training: the table and the target verdict on hand-made
-mIoUs, the job plan (what waits for the encoder, identical settings for scratch and pretrained),
-the runner with a fake subprocess (order, parallelism, reuse, resume, failures) and the check
-that the rows of a (fraction, seed) trained on the same scans."""
+"""benchmarks/label_efficiency.py without training: the table, the paired confidence intervals and
+the target verdict on hand-made mIoUs, the job plan (what waits for the encoder, identical settings
+for scratch and pretrained, seeds per fraction, the recorded protocol), the runner with a fake
+subprocess (order, parallelism, reuse, resume, failures), the code identity of run folders (which
+runs are reused, which rerun), the check that the rows of a (fraction, seed) trained on the same
+scans, and the record and the README table generated from it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmarks import label_efficiency as le
+from benchmarks.common import code_hash, code_identity, machine_info
 from tests.conftest import ROOT
 
+CODE = {"code_hash": "c0de" * 16, "commit": "439dd03d6d33409029a6b5038ea52aeb79bcb4c5", "dirty": False}
+T_975_2, T_975_4 = 4.302652729749464, 2.7764451051977987  # t quantiles, 2 and 4 degrees of freedom (tables)
 
-def settings(tmp_path: Path, **kw) -> le.Settings:
+
+def settings(tmp_path: Path, rows=("scratch", "iscc"), fractions=(1.0, 2.0, 5.0, 10.0), seeds=(0, 1), **kw):
     base = dict(data=tmp_path / "data", out=tmp_path / "out", train_sequences=["00", "01"], val_sequence="02",
-                label_config=le.SYNTHETIC_LABELS, fractions=[1.0, 2.0, 5.0, 10.0], seeds=[0, 1],
-                rows=["scratch", "iscc"], pretrain_steps=7, finetune_steps=5, device="cpu")
+                label_config=le.SYNTHETIC_LABELS, cells=le.make_cells(list(rows), {f: list(seeds) for f in fractions}),
+                code=CODE, pretrain_steps=7, finetune_steps=5, device="cpu")
     base.update(kw)
     return le.Settings(**base)
 
@@ -30,45 +40,87 @@ def groups_done(data: Path, sequences) -> None:
         manifest.write_text(json.dumps({"status": "complete"}))
 
 
-# ------------------------------------------------------------------------------- table and verdict
+def cells(by_row: dict) -> dict:
+    return {row: {float(f): seeds for f, seeds in by_fraction.items()} for row, by_fraction in by_row.items()}
+
+
+# --------------------------------------------------------------------- intervals, table and verdict
+def test_paired_interval_by_hand():
+    # differences 1, 2, 3: mean 2, sd 1, half-width t_{0.975,2} * 1 / sqrt(3) = 2.4841
+    mean, ci = le.paired_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert ci == pytest.approx([2 - T_975_2 / 3 ** 0.5, 2 + T_975_2 / 3 ** 0.5], abs=1e-12)
+    assert ci == pytest.approx([-0.4841377, 4.4841377], abs=1e-7)
+    assert le.paired_interval([4.0, 4.0]) == (4.0, [4.0, 4.0])  # no spread, no width
+    assert le.paired_interval([2.5]) == (2.5, None)  # one seed: undefined
+
+
 def hand_made():
-    # exactly representable values, so the verdict's comparisons are exact
+    # exactly representable values (multiples of 1/16), so the comparisons below are exact
     return {("scratch", 1.0, 0): 0.25, ("scratch", 1.0, 1): 0.5, ("iscc", 1.0, 0): 0.3125, ("iscc", 1.0, 1): 0.5,
             ("scratch", 2.0, 0): 0.5, ("scratch", 2.0, 1): 0.5, ("iscc", 2.0, 0): 0.625}  # iscc 2%: seed 1 missing
 
 
-def test_summary_means_deltas_and_target_met_at_the_threshold():
-    summary = le.summarize(hand_made(), ["scratch", "iscc"], [1.0, 2.0], [0, 1])
+def test_summary_means_paired_intervals_and_missing_seeds():
+    summary = le.summarize(hand_made(), cells({"scratch": {1: [0, 1], 2: [0, 1]}, "iscc": {1: [0, 1], 2: [0, 1]}}))
     scratch, iscc = summary["table"]["scratch"]["1"], summary["table"]["iscc"]["1"]
-    assert scratch["mean"] == 37.5 and scratch["delta"] is None
+    assert scratch["mean"] == 37.5 and scratch["delta"] is None and scratch["ci"] is None and scratch["n"] == 2
     assert iscc["mean"] == 40.625 and iscc["seed_deltas"] == {"0": 6.25, "1": 0.0} and iscc["delta"] == 3.125
-    # a cell missing a seed has no mean and no delta (never a mean over fewer seeds)
-    assert summary["table"]["iscc"]["2"]["mean"] is None and summary["table"]["iscc"]["2"]["delta"] is None
-    target = summary["target"]
-    assert target == {"fraction": 1.0, "threshold": 3.0, "seeds": 2, "mean_delta": 3.125, "worst_delta": 0.0,
-                      "worst_seed": 1, "met": True}  # a seed equal to scratch is not worse
-    assert le.verdict(target) == ("1% labels: ISCC - scratch = +3.12 mIoU (mean of 2 seeds), worst seed +0.00 "
-                                  "(seed 1): target met (>= +3.0 mean, no seed below scratch)")
-    lines = le.format_table(summary, ["scratch", "iscc"], [1.0, 2.0], [0, 1])
+    # sd of (6.25, 0) is 6.25 / sqrt(2); half-width t_{0.975,1} * sd / sqrt(2) = 12.7062 * 3.125
+    assert iscc["ci"] == pytest.approx([3.125 - 12.706204736174698 * 3.125, 3.125 + 12.706204736174698 * 3.125])
+    # a cell missing a seed has no mean, delta or interval (never a mean over fewer seeds)
+    missing = summary["table"]["iscc"]["2"]
+    assert (missing["mean"], missing["delta"], missing["ci"], missing["seeds"]) == (None, None, None, {"0": 62.5})
+    assert le.format_cell(iscc, "iscc") == "40.6 (+3.1 [-36.6, +42.8], n=2)"
+    assert le.format_cell(scratch, "scratch") == "37.5 (n=2)"
+    assert le.format_cell(missing, "iscc") == "-" and le.format_cell(None, "iscc") == ""
+    lines = le.format_table(summary, cells({"scratch": {1: [0, 1], 2: [0, 1]}, "iscc": {1: [0, 1], 2: [0, 1]}}))
     assert lines[0].split() == ["method", "1%", "2%"]
-    assert lines[2].split() == ["No", "Pre-training", "37.5", "50.0"]
-    assert lines[3].split() == ["Ours", "(ISCC)", "40.6", "(+3.1)", "-"]
+    assert lines[2].split() == ["No", "Pre-training", "37.5", "(n=2)", "50.0", "(n=2)"]
+    assert lines[3].split() == ["Ours", "(ISCC)", "40.6", "(+3.1", "[-36.6,", "+42.8],", "n=2)", "-"]
+    # every seed is printed, with its difference to scratch
     assert [l.split()[3:] for l in lines if l.split()[:3] == ["Ours", "(ISCC)", "1"]] == [["50.0", "(+0.0)", "-"]]
 
 
+def five_seeds(deltas: list[float]) -> dict:
+    """scratch 25% at 1%, seeds 0-4; ISCC 25% + delta (percent, multiples of 6.25: exact)."""
+    miou = {("scratch", 1.0, seed): 0.25 for seed in range(5)}
+    miou.update({("iscc", 1.0, seed): 0.25 + d / 100 for seed, d in enumerate(deltas)})
+    return le.summarize(miou, cells({"scratch": {1: [0, 1, 2, 3, 4]}, "iscc": {1: [0, 1, 2, 3, 4]}}))["target"]
+
+
+def test_target_met_at_the_threshold_with_the_interval_above_zero():
+    # differences 6.25 x4, 0: mean 5.0; sd^2 = (4 * 1.25^2 + 5^2) / 4 = 7.8125, sd / sqrt(5) = 1.25
+    target = five_seeds([6.25, 6.25, 6.25, 6.25, 0.0])
+    assert (target["seeds"], target["mean_delta"], target["met"]) == (5, 5.0, True)
+    assert target["ci"] == pytest.approx([5 - 1.25 * T_975_4, 5 + 1.25 * T_975_4], abs=1e-12)
+    assert le.verdict(target) == ("At 1% labels, ISCC - scratch = +5.00 mIoU (mean of 5 seeds, 95% CI [+1.53, "
+                                  "+8.47]): target (>= +5.0 mean over >= 5 seeds, 95% CI above 0) met")
+
+
 def test_target_not_met_names_every_reason():
-    miou = hand_made() | {("iscc", 1.0, 1): 0.4375}  # seed 1: 6.25 below scratch, mean 0
-    target = le.summarize(miou, ["scratch", "iscc"], [1.0], [0, 1])["target"]
-    assert (target["mean_delta"], target["worst_delta"], target["worst_seed"], target["met"]) == (0.0, -6.25, 1, False)
-    assert le.verdict(target).endswith("target NOT met (mean below +3.0, seed 1 below scratch)")
-    # mean high enough, one seed worse: still not met
-    miou = hand_made() | {("iscc", 1.0, 0): 0.5, ("iscc", 1.0, 1): 0.46875}
-    target = le.summarize(miou, ["scratch", "iscc"], [1.0], [0, 1])["target"]
-    assert target["mean_delta"] == 10.9375 and target["worst_delta"] == -3.125 and target["met"] is False
-    # a missing seed at the target fraction: not checked rather than judged on one seed
+    # mean 5.0 over 5 seeds, but spread: sd^2 = 109.375 / 4, interval [-1.49, +11.49]
+    target = five_seeds([6.25, 6.25, 0.0, 12.5, 0.0])
+    assert target["mean_delta"] == 5.0 and target["met"] is False
+    assert target["ci"][0] == pytest.approx(5 - T_975_4 * (109.375 / 4 / 5) ** 0.5, abs=1e-12)
+    assert le.verdict(target).endswith("[-1.49, +11.49]): target (>= +5.0 mean over >= 5 seeds, 95% CI above 0) "
+                                       "NOT met: CI not above 0")
+    # 2 seeds, mean +3.125: every reason
+    target = le.summarize(hand_made(), cells({"scratch": {1: [0, 1]}, "iscc": {1: [0, 1]}}))["target"]
+    assert le.verdict(target) == ("At 1% labels, ISCC - scratch = +3.12 mIoU (mean of 2 seeds, 95% CI [-36.58, "
+                                  "+42.83]): target (>= +5.0 mean over >= 5 seeds, 95% CI above 0) NOT met: mean "
+                                  "below +5.0, 2 seeds, fewer than 5, CI not above 0")
+    # one seed: no interval
+    target = le.summarize(hand_made(), cells({"scratch": {1: [0]}, "iscc": {1: [0]}}))["target"]
+    assert le.verdict(target).endswith("(mean of 1 seed, 95% CI n/a): target (>= +5.0 mean over >= 5 seeds, 95% CI "
+                                       "above 0) NOT met: 1 seed, fewer than 5, no interval from one seed")
+    # a missing seed at the target fraction: not checked rather than judged on fewer seeds
+    miou = hand_made()
     del miou[("iscc", 1.0, 1)]
-    target = le.summarize(miou, ["scratch", "iscc"], [1.0], [0, 1])["target"]
-    assert target["met"] is None and "target not checked" in le.verdict(target)
+    target = le.summarize(miou, cells({"scratch": {1: [0, 1]}, "iscc": {1: [0, 1]}}))["target"]
+    assert target["met"] is None
+    assert le.verdict(target) == ("At 1% labels, ISCC - scratch not measured (needs rows scratch and iscc, every "
+                                  "seed finished): target (>= +5.0 mean over >= 5 seeds, 95% CI above 0) not checked")
 
 
 # ------------------------------------------------------------------------------------------ the plan
@@ -83,10 +135,11 @@ def test_plan_scratch_independent_pretrained_after_encoder_identical_settings(tm
     iscc = [j for j in jobs if j.row == "iscc" and j.kind == "finetune"]
     assert len(scratch) == len(iscc) == 8
     assert all(j.after == [] for j in scratch) and all(j.after == ["pretrain_iscc"] for j in iscc)
+    assert all(j.code is CODE for j in jobs)
     # smallest fraction first, scratch before ISCC in each (fraction, seed): the runner starts the
     # ready jobs in this order, so scratch runs fill the free core while the encoder trains
     order = [(j.fraction, j.seed, j.row) for j in jobs if j.kind == "finetune"]
-    assert order == [(f, seed, row) for f in sorted(s.fractions) for seed in s.seeds for row in ("scratch", "iscc")]
+    assert order == [(f, seed, row) for f in s.fractions for seed in (0, 1) for row in ("scratch", "iscc")]
     encoder = str(s.out / "pretrain_iscc" / "checkpoints" / "encoder.pt")
     for a in scratch:
         b = by_name[f"iscc/{a.run_dir.name}"]
@@ -103,27 +156,69 @@ def test_plan_scratch_independent_pretrained_after_encoder_identical_settings(tm
 
 
 def test_plan_ablation_rows_and_finished_groups(tmp_path):
-    s = settings(tmp_path, rows=["scratch", "iscc", "occ8", "full200"], fractions=[1.0], seeds=[0])
+    s = settings(tmp_path, rows=["scratch", "iscc", "occ2", "occ8", "full200"], fractions=[1.0], seeds=[0])
     groups_done(s.data, s.train_sequences)
     jobs = le.plan(s)
     assert jobs[0].finished()  # the groups exist: preprocessing is not rerun
     pretrain = {j.row: j for j in jobs if j.kind == "pretrain"}
-    assert list(pretrain) == ["iscc", "occ8", "full200"]
+    assert list(pretrain) == ["iscc", "occ2", "occ8", "full200"]
+    assert "model.occupancy_bins=2" in pretrain["occ2"].argv and "model.use_local=false" in pretrain["occ2"].argv
     assert "model.occupancy_bins=8" in pretrain["occ8"].argv and "model.num_prototypes=200" in pretrain["full200"].argv
-    assert [j.after for j in jobs if j.kind == "finetune"] == [[], ["pretrain_iscc"], ["pretrain_occ8"],
-                                                              ["pretrain_full200"]]
+    assert [j.after for j in jobs if j.kind == "finetune"] == [[], ["pretrain_iscc"], ["pretrain_occ2"],
+                                                              ["pretrain_occ8"], ["pretrain_full200"]]
 
 
-def test_ablation_rows_are_the_base_configs_header():
+def test_ablation_rows_are_the_base_configs_header_and_name_their_public_method():
     header = (ROOT / "configs" / "_base_" / "models" / "minkunet14a_iscc.yaml").read_text()
     lines = {m.group(1): m.group(2).split() for m in re.finditer(r"^#   (\S+)\s+(model\.[^(\n]*?)\s*(?:\(|$)", header, re.M)}
     assert lines["occ-only(K)"] == ["model.use_local=false", "model.use_global=false", "model.occupancy_bins=K"]
     for row in le.ABLATIONS:
-        name, overrides = le.ROWS[row]
+        name, overrides, _ = le.ROWS[row]
         k = re.search(r"\((\d+)\)", name)
         key = re.sub(r"\(\d+\)", "(K)" if row.startswith("occ") else "(M)", name)
         expected = [o.replace("=K", f"={k.group(1)}").replace("=M", f"={k.group(1)}") if k else o for o in lines[key]]
         assert overrides == expected, row
+    # the two rows that are the field's baselines (issue 20)
+    assert le.ROWS["local"].closest == "SegContrast (segment contrast, momentum teacher)"
+    assert le.ROWS["occ2"].closest == "ALSO (binary occupancy)" and le.ROWS["occ2"].name == "occ-only(2)"
+    assert le.PRESETS["ablation"] == ["scratch", "iscc", "occ2", "occ8", "occ16", "occ32", "local", "global",
+                                      "full100", "full200"]
+
+
+def test_seeds_per_fraction_and_the_recorded_protocol(tmp_path):
+    args = le.parse_args(["--fractions", "1", "10", "--seeds", "0", "--seeds-at", "1", "2", "0", "--rows", "iscc",
+                          "occ2", "--ablation-fractions", "10", "--ablation-seeds", "3"])
+    assert args.seeds_by_fraction == {1.0: [0, 2], 10.0: [0]}
+    assert le.make_cells(["scratch", "iscc", "occ2"], args.seeds_by_fraction, args.ablation_fractions,
+                         args.ablation_seeds) == {"scratch": {1.0: [0, 2], 10.0: [0, 3]},  # scratch pairs seed 3
+                                                  "iscc": {1.0: [0, 2], 10.0: [0]}, "occ2": {10.0: [3]}}
+    args = le.parse_args(["--recorded"])
+    assert args.record == le.RECORD == ROOT / "benchmarks" / "results" / "label_efficiency.json"
+    s = settings(tmp_path, cells=le.make_cells(le.PRESETS["ablation"], args.seeds_by_fraction, args.ablation_fractions,
+                                               args.ablation_seeds))
+    jobs = le.plan(s)
+    counts = {}
+    for job in jobs:
+        if job.kind == "finetune":
+            counts.setdefault(job.row, {}).setdefault(job.fraction, []).append(job.seed)
+    # >= 5 seeds at 1% and 2%, >= 3 at 5% and 10%; every ablation row at 1% and 10% with 3 seeds
+    assert counts["scratch"] == counts["iscc"] == {1.0: [0, 1, 2, 3, 4], 2.0: [0, 1, 2, 3, 4], 5.0: [0, 1, 2],
+                                                   10.0: [0, 1, 2]}
+    assert all(counts[row] == {1.0: [0, 1, 2], 10.0: [0, 1, 2]} for row in le.ABLATIONS)
+    assert sum(j.kind == "pretrain" for j in jobs) == 9 and sum(j.kind == "finetune" for j in jobs) == 80
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--recorded", "--seeds", "0"], "--recorded fixes the fractions, seeds and rows: drop --seeds"),
+    (["--seeds-at", "3", "0"], "--seeds-at 3 0: a fraction of --fractions, then at least one seed"),
+    (["--seeds-at", "1", "x"], "--seeds-at 1 x: a fraction, then integer seeds"),
+    (["--ablation-fractions", "3"], "--ablation-fractions: fractions of --fractions"),
+])
+def test_bad_protocol_flags_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        le.parse_args(argv)
+    assert exc.value.code == 2
+    assert re.fullmatch(rf"\S+: error: {re.escape(message)}", capsys.readouterr().err.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------------------------------- the runner
@@ -220,8 +315,6 @@ def test_different_subsets_and_reused_runs_of_other_settings_are_refused(tmp_pat
               "train": {"max_steps": 5, "batch_size": 1, "label_fraction": 0.01, "seed": 0, "val_every": 0,
                         "val_max_scans": 0, "threads": 1, "progress": True, "device": "cuda"},
               "output_dir": "elsewhere"}
-    import yaml
-
     (job.run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     le.check_reused(job)
     config["train"]["max_steps"] = 300
@@ -232,6 +325,8 @@ def test_different_subsets_and_reused_runs_of_other_settings_are_refused(tmp_pat
 
 def test_default_budget_fits_90_minutes_on_2_cores(tmp_path):
     s = settings(tmp_path, pretrain_steps=le.DEFAULT_PRETRAIN_STEPS, finetune_steps=le.DEFAULT_FINETUNE_STEPS)
+    args = le.parse_args([])  # the default invocation plans what this test measures
+    assert le.make_cells([le.SCRATCH] + args.rows, args.seeds_by_fraction) == s.cells
     groups_done(s.data, s.train_sequences)
     jobs = le.plan(s)
     assert sum(j.kind == "finetune" for j in jobs) == 16 and sum(j.kind == "pretrain" for j in jobs) == 1
@@ -241,3 +336,336 @@ def test_default_budget_fits_90_minutes_on_2_cores(tmp_path):
     pretrain = le.PRETRAIN_FIXED_S + s.pretrain_steps * le.PRETRAIN_STEP_S
     finetune = le.FINETUNE_FIXED_S + s.finetune_steps * le.FINETUNE_STEP_S
     assert typical == pytest.approx(max(pretrain, 8 * finetune) + 4 * finetune)
+
+
+# -------------------------------------------------------------------------------- the code identity
+def code_tree(root: Path) -> Path:
+    files = {"voxseg/a.py": "x = 1\n", "voxseg/sub/b.py": "y = 2\n", "configs/c.yaml": "k: 1\n",
+             "voxseg/NOTES.md": "notes\n", "voxseg/__pycache__/a.cpython-312.pyc": "bytecode", "data/d.py": "z\n"}
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    return root
+
+
+def test_code_hash_is_the_code_files_bytes_only(tmp_path):
+    root = code_tree(tmp_path)
+    expected = hashlib.sha256()
+    for path in ["configs/c.yaml", "voxseg/a.py", "voxseg/sub/b.py"]:  # sorted; no .md, .pyc or data/
+        expected.update(path.encode() + b"\0" + hashlib.sha256((root / path).read_bytes()).digest())
+    first = code_hash(root)
+    assert first == expected.hexdigest()
+    (root / "voxseg" / "NOTES.md").write_text("other notes\n")
+    (root / "data" / "d.py").write_text("elsewhere\n")
+    (root / "voxseg" / "a.py").touch()
+    assert code_hash(root) == first  # documentation, files outside the code folders, timestamps
+    (root / "voxseg" / "a.py").write_text("x = 2\n")  # one changed byte
+    assert code_hash(root) != first
+    (root / "voxseg" / "a.py").write_text("x = 1\n")
+    assert code_hash(root) == first
+    (root / "tools").mkdir()
+    (root / "tools" / "new.py").write_text("")  # a new, empty tool
+    assert code_hash(root) != first
+    assert code_identity(root) == {"code_hash": code_hash(root), "commit": None, "dirty": None}  # no git
+
+
+def test_code_identity_commit_and_dirty(tmp_path):
+    root = code_tree(tmp_path)
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "c"], check=True)
+    commit = subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    assert code_identity(root) == {"code_hash": code_hash(root), "commit": commit, "dirty": False}
+    (root / "voxseg" / "NOTES.md").write_text("changed notes\n")
+    assert code_identity(root)["dirty"] is False  # not code
+    (root / "voxseg" / "new.py").write_text("")
+    assert code_identity(root)["dirty"] is True  # an untracked module
+    (root / "voxseg" / "new.py").unlink()
+    (root / "configs" / "c.yaml").write_text("k: 2\n")
+    assert code_identity(root)["dirty"] is True
+
+
+def finish(job, code: dict | None, miou=0.5) -> None:
+    """A fake finished run folder: what the tool writes, and the benchmark's code.json."""
+    (job.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if job.kind == "pretrain":
+        (job.run_dir / "checkpoints" / "encoder.pt").write_text("x")
+    else:
+        (job.run_dir / "metrics.json").write_text(json.dumps({"step": 5, "miou": miou}))
+    if code is not None:
+        (job.run_dir / "code.json").write_text(json.dumps(code))
+
+
+def test_runs_of_this_code_are_reused_other_code_and_their_dependents_rerun(tmp_path):
+    source = code_tree(tmp_path / "src")
+    made_with = code_identity(source)
+    s = settings(tmp_path, fractions=[1.0], seeds=[0, 1], code=made_with)
+    groups_done(s.data, s.train_sequences)
+    jobs = le.plan(s)
+    by_name = {j.name: j for j in jobs}
+    for job in jobs[1:]:
+        finish(job, made_with)
+    assert le.stale_runs(jobs, code_identity(source)) == {}  # same hash: everything reused
+    # one changed source byte: every run was made by other code
+    (source / "voxseg" / "a.py").write_text("x = 3\n")
+    now = code_identity(source)
+    old, new = made_with["code_hash"][:12], now["code_hash"][:12]
+    why = f"made by code {old} (no commit), this is code {new} (no commit)"
+    assert le.stale_runs(jobs, now) == {name: why for name in by_name if name != "preprocess"}
+    # runs made by this code are reused, but not a fine-tune of an encoder that is made again
+    for name in ("scratch/1pct_seed0", "iscc/1pct_seed0", "iscc/1pct_seed1"):
+        (by_name[name].run_dir / "code.json").write_text(json.dumps(now))
+    (by_name["scratch/1pct_seed1"].run_dir / "code.json").unlink()  # made before code was recorded
+    assert le.stale_runs(jobs, now) == {
+        "pretrain_iscc": why, "iscc/1pct_seed0": "pretrain_iscc runs again first",
+        "iscc/1pct_seed1": "pretrain_iscc runs again first",
+        "scratch/1pct_seed1": f"its code is not recorded (no code.json), this is code {new} (no commit)"}
+    # an interrupted run counts too: its checkpoint must not be resumed by other code
+    (by_name["scratch/1pct_seed0"].run_dir / "metrics.json").unlink()
+    (by_name["scratch/1pct_seed0"].run_dir / "checkpoints" / "last.pt").write_text("x")
+    assert "scratch/1pct_seed0" not in le.stale_runs(jobs, now)
+    (by_name["scratch/1pct_seed0"].run_dir / "code.json").write_text(json.dumps(made_with))
+    assert le.stale_runs(jobs, now)["scratch/1pct_seed0"] == why
+
+
+def test_stale_runs_are_set_aside_and_rerun_reused_ones_untouched(tmp_path):
+    s = settings(tmp_path, fractions=[1.0], seeds=[0])
+    groups_done(s.data, s.train_sequences)
+    jobs = le.plan(s)
+    by_name = {j.name: j for j in jobs}
+    old = CODE | {"code_hash": "0123456789ab" + "0" * 52}
+    finish(by_name["pretrain_iscc"], CODE)
+    finish(by_name["scratch/1pct_seed0"], old, 0.25)
+    finish(by_name["iscc/1pct_seed0"], None, 0.3125)
+    kept = {p: p.read_bytes() for p in by_name["pretrain_iscc"].run_dir.rglob("*") if p.is_file()}
+    moved = (by_name["scratch/1pct_seed0"].run_dir / "metrics.json").read_bytes()
+    stale = s.out / "stale"
+    assert le.set_aside_stale(jobs, CODE, s.out) == [
+        f"rerun scratch/1pct_seed0: made by code 0123456789ab (commit 439dd03), this is code c0dec0dec0de (commit "
+        f"439dd03) (the old run is in {stale / '0123456789ab' / 'scratch' / '1pct_seed0'})",
+        f"rerun iscc/1pct_seed0: its code is not recorded (no code.json), this is code c0dec0dec0de (commit 439dd03) "
+        f"(the old run is in {stale / 'unrecorded' / 'iscc' / '1pct_seed0'})"]
+    assert not by_name["scratch/1pct_seed0"].run_dir.exists() and not by_name["iscc/1pct_seed0"].run_dir.exists()
+    assert (stale / "0123456789ab" / "scratch" / "1pct_seed0" / "metrics.json").read_bytes() == moved
+    assert {p: p.read_bytes() for p in by_name["pretrain_iscc"].run_dir.rglob("*") if p.is_file()} == kept
+    status = le.run_jobs(jobs, 2, launch=FakeProcess, poll_s=0, say=lambda *_: None)
+    assert status == {"preprocess": "reused", "pretrain_iscc": "reused", "scratch/1pct_seed0": "done",
+                      "iscc/1pct_seed0": "done"}
+    # a second set-aside of the same run replaces the older copy
+    finish(by_name["scratch/1pct_seed0"], old, 0.375)
+    le.set_aside_stale(jobs, CODE, s.out)
+    assert json.loads((stale / "0123456789ab" / "scratch" / "1pct_seed0" / "metrics.json").read_text())["miou"] == 0.375
+
+
+def test_a_launch_after_the_code_changed_fails_and_a_launch_records_the_code(tmp_path):
+    s = settings(tmp_path, fractions=[1.0], seeds=[0], code={"code_hash": "0" * 64, "commit": None, "dirty": None})
+    groups_done(s.data, s.train_sequences)
+    jobs = le.plan(s)
+    lines = []
+    status = le.run_jobs(jobs, 2, launch=le.start_process, poll_s=0, say=lines.append)
+    assert status == {"preprocess": "reused", "pretrain_iscc": "failed", "scratch/1pct_seed0": "failed",
+                      "iscc/1pct_seed0": "skipped"}
+    now = code_hash()[:12]
+    assert lines[0].split(" ", 1)[1] == (f"FAILED pretrain_iscc: the code changed since the benchmark started "
+                                         f"(000000000000, now {now}): rerun the benchmark, which reruns what other "
+                                         "code made")
+    assert not (s.out / "pretrain_iscc").exists() and not (s.out / "scratch").exists()  # nothing written
+    # with this code: code.json holds the identity, then the tool runs (here a no-op)
+    job = le.Job("noop", "finetune", [sys.executable, "-c", "pass"], tmp_path / "noop", code_identity())
+    assert le.start_process(job).wait() == 0
+    assert json.loads((job.run_dir / "code.json").read_text()) == job.code
+    assert (job.run_dir / "bench.log").read_text() == f"$ {sys.executable} -c pass\n"
+
+
+def test_machine_info_names_the_machine():
+    import os
+
+    import torch
+
+    machine = machine_info("cpu")
+    assert (machine["device"], machine["gpu"], machine["cpus"], machine["torch"]) == \
+        ("cpu", None, os.cpu_count(), torch.__version__)
+
+
+# ------------------------------------------------------------------------------ the record, README
+def fake_record() -> dict:
+    """A record as the benchmark writes it: scratch and ISCC at 1% (seeds 0, 1) and 10% (seed 0,
+    ISCC's missing), occ-only(2) at 1% seed 0."""
+    runs = [("scratch", 1.0, 0, 0.25), ("scratch", 1.0, 1, 0.5), ("scratch", 10.0, 0, 0.5),
+            ("iscc", 1.0, 0, 0.3125), ("iscc", 1.0, 1, 0.5), ("occ2", 1.0, 0, 0.3125)]
+    return {
+        "settings": {"train_sequences": ["00", "01", "02", "03"], "val_sequence": "04", "val_scans": 40,
+                     "cells": {"scratch": {"1": [0, 1], "10": [0]}, "iscc": {"1": [0, 1], "10": [0]},
+                               "occ2": {"1": [0]}},
+                     "pretrain_steps": 500, "finetune_steps": 250, "voxel_size": 0.2, "device": "auto"},
+        "code": CODE,
+        "machine": {"platform": "Linux-6.8-x86_64-with-glibc2.39", "processor": "x86_64", "cpus": 2,
+                    "python": "3.12.3", "torch": "2.11.0", "minkowskiengine": "0.5.4", "device": "cpu", "gpu": None},
+        "runs": [{"row": row, "fraction": f, "seed": seed, "miou": miou, "run_dir": f"{row}/{f:g}pct_seed{seed}",
+                  "commit": CODE["commit"], "code_hash": CODE["code_hash"], "dirty": False}
+                 for row, f, seed, miou in runs],
+        "elapsed_s": 5880.0,
+    }
+
+
+EXPECTED_MARKDOWN = """\
+<!-- generated by `python benchmarks/label_efficiency.py --render-readme` from benchmarks/results/label_efficiency.json: do not edit -->
+| method | closest public method | 1% | 10% |
+|---|---|---|---|
+| No Pre-training | - | 37.5 (n=2) | 50.0 (n=1) |
+| Ours (ISCC) | ISCC (Zhang, Bai, Li, CVPR 2023) | 40.6 (+3.1 [-36.6, +42.8], n=2) | - |
+| occ-only(2) | ALSO (binary occupancy) | 31.2 (+6.2 [n/a], n=1) |  |
+
+mIoU (%) on held-out sequence 04 (40 scans), the mean over n seeds; in parentheses the mean over the same seeds of the difference to No Pre-training (same labelled scans and batch order) and its paired 95% t interval. Every seed (seed: mIoU):
+
+| method | 1% | 10% |
+|---|---|---|
+| No Pre-training | 0: 25.0, 1: 50.0 | 0: 50.0 |
+| Ours (ISCC) | 0: 31.2, 1: 50.0 | 0: - |
+| occ-only(2) | 0: 31.2 |  |
+
+At 1% labels, ISCC - scratch = +3.12 mIoU (mean of 2 seeds, 95% CI [-36.58, +42.83]): target (>= +5.0 mean over >= 5 seeds, 95% CI above 0) NOT met: mean below +5.0, 2 seeds, fewer than 5, CI not above 0
+
+Measured at commit `439dd03` (code hash `c0dec0dec0de`): pretraining 500 steps, fine-tuning 250 steps (batch 1), voxel 0.2 m, training sequences 00 01 02 03; Linux-6.8-x86_64-with-glibc2.39, 2 CPUs, Python 3.12.3, torch 2.11.0, MinkowskiEngine 0.5.4, device cpu; the last invocation took 98 min."""
+
+
+def test_render_markdown_from_a_record():
+    assert le.render_markdown(fake_record()) == EXPECTED_MARKDOWN.split("\n")
+
+
+def test_render_readme_replaces_the_marked_block_only(tmp_path):
+    record, readme = tmp_path / "record.json", tmp_path / "README.md"
+    record.write_text(json.dumps(fake_record()))
+    before, after = "# x\n\n- **The proof:** text\n\n", "\n## Next\n"
+    readme.write_text(before + f"  {le.README_BEGIN}\n  old table\n  {le.README_END}" + after)
+    assert le.main(["--render-readme", "--record", str(record), "--readme", str(readme)]) == 0
+    block = EXPECTED_MARKDOWN.replace(
+        "benchmarks/results/label_efficiency.json", str(record)).split("\n")
+    assert readme.read_text() == (before + f"  {le.README_BEGIN}\n" + "\n".join("  " + l if l else "" for l in block)
+                                  + f"\n  {le.README_END}" + after)
+    rendered = readme.read_bytes()
+    assert le.main(["--render-readme", "--record", str(record), "--readme", str(readme)]) == 0
+    assert readme.read_bytes() == rendered  # generated, so stable
+
+
+def test_render_readme_refuses_bad_input_and_leaves_the_readme(tmp_path):
+    record, readme = tmp_path / "record.json", tmp_path / "README.md"
+    readme.write_text(f"{le.README_BEGIN}\nold\n")  # no end marker
+    original = readme.read_bytes()
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "label_efficiency.py"), "--render-readme",
+                           "--record", str(record), "--readme", str(readme)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"error: {record}: no recorded result; `python benchmarks/label_efficiency.py "
+                                   "--recorded` writes it")
+    record.write_text(json.dumps({"settings": {}, "runs": []}))
+    with pytest.raises(le.BenchError) as exc:
+        le.main(["--render-readme", "--record", str(record), "--readme", str(readme)])
+    assert str(exc.value) == f"{record}: not a label-efficiency record (no code, machine, elapsed_s)"
+    record.write_text(json.dumps(fake_record()))
+    with pytest.raises(le.BenchError) as exc:
+        le.main(["--render-readme", "--record", str(record), "--readme", str(readme)])
+    assert str(exc.value) == (f"{readme}: needs one '<!-- label-efficiency:begin -->' line and one "
+                              "'<!-- label-efficiency:end -->' line after it")
+    assert readme.read_bytes() == original
+
+
+def test_summary_document_and_when_it_may_be_the_record(tmp_path):
+    s = settings(tmp_path, fractions=[1.0], seeds=[0])
+    jobs = [j for j in le.plan(s) if j.kind == "finetune"]
+    for job, miou in zip(jobs, [0.25, 0.3125]):
+        finish(job, CODE, miou)
+    status = {"preprocess": "reused", "pretrain_iscc": "done", "scratch/1pct_seed0": "done", "iscc/1pct_seed0": "done"}
+    miou = le.read_results(jobs, status, 5)
+    machine = fake_record()["machine"]
+    summary = le.summary_document(s, jobs, status, miou, machine, 2, 40, 60.0)
+    assert summary["runs"] == [
+        {"row": "scratch", "fraction": 1.0, "seed": 0, "miou": 0.25, "run_dir": "scratch/1pct_seed0",
+         "commit": CODE["commit"], "code_hash": CODE["code_hash"], "dirty": False},
+        {"row": "iscc", "fraction": 1.0, "seed": 0, "miou": 0.3125, "run_dir": "iscc/1pct_seed0",
+         "commit": CODE["commit"], "code_hash": CODE["code_hash"], "dirty": False}]
+    assert summary["settings"]["cells"] == {"scratch": {"1": [0]}, "iscc": {"1": [0]}}
+    assert (summary["code"], summary["machine"], summary["failed"]) == (CODE, machine, [])
+    assert summary["target"]["mean_delta"] == 6.25
+    assert le.record_problem(summary) is None
+    # the record is rendered from what summary_document writes
+    assert le.render_markdown(json.loads(json.dumps(summary)))[3] == "| No Pre-training | - | 25.0 (n=1) |"
+    assert le.record_problem(summary | {"failed": ["iscc/1pct_seed0"]}) == "1 job failed or skipped"
+    assert le.record_problem(summary | {"code": CODE | {"dirty": True}}) == \
+        "the code differs from commit 439dd03 (dirty): commit it and rerun"
+    assert le.record_problem(summary | {"code": CODE | {"commit": None}}) == "no git commit names the code"
+    other = summary | {"runs": [summary["runs"][0] | {"code_hash": "1" * 64}, summary["runs"][1]]}
+    assert le.record_problem(other) == "1 run was made by other code (scratch/1pct_seed0)"
+
+
+def test_main_prints_the_verdict_last_and_writes_the_record(tmp_path, monkeypatch, capsys):
+    """The whole benchmark with the tools faked: each launch writes code.json as start_process
+    does, then what the tool writes (ISCC 6.25 points above scratch at every seed)."""
+    data, out, record = tmp_path / "data", tmp_path / "out", tmp_path / "results" / "label_efficiency.json"
+    groups_done(data, ["00"])
+    (data / "sequences" / "02" / "velodyne").mkdir(parents=True)
+    for i in range(3):
+        (data / "sequences" / "02" / "velodyne" / f"{i:06d}.bin").write_bytes(b"")
+
+    class Tool(FakeProcess):
+        def poll(self):
+            self.polls = 1  # finishes at once
+            rc = super().poll()
+            config: dict = {}  # the config the tool saves: its overrides applied
+            for item in self.job.overrides:
+                key, _, raw = item.partition("=")
+                *parents, leaf = key.split(".")
+                node = config
+                for part in parents:
+                    node = node.setdefault(part, {})
+                node[leaf] = yaml.safe_load(raw)
+            (self.job.run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+            if self.job.kind == "finetune":
+                miou = 0.3125 if self.job.row == "iscc" else 0.25
+                (self.job.run_dir / "metrics.json").write_text(json.dumps({"step": 5, "miou": miou}))
+            return rc
+
+    def launch(job):
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        (job.run_dir / "code.json").write_text(json.dumps(job.code))
+        return Tool(job)
+
+    run_jobs = le.run_jobs
+    monkeypatch.setattr(le, "run_jobs", lambda jobs, parallel: run_jobs(jobs, parallel, launch=launch, poll_s=0))
+    monkeypatch.setattr(le, "code_identity", lambda: CODE)
+    monkeypatch.setattr(le, "machine_info", lambda device: fake_record()["machine"])
+    argv = ["--data", str(data), "--train-sequences", "00", "--val-sequence", "02", "--fractions", "1",
+            "--seeds", "0", "1", "2", "3", "4", "--pretrain-steps", "7", "--finetune-steps", "5", "--device", "cpu",
+            "--out", str(out), "--record", str(record)]
+    assert le.main(argv) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == ("At 1% labels, ISCC - scratch = +6.25 mIoU (mean of 5 seeds, 95% CI [+6.25, +6.25]): "
+                           "target (>= +5.0 mean over >= 5 seeds, 95% CI above 0) met")
+    assert f"record: {record} (the README's table: python benchmarks/label_efficiency.py --render-readme)" in printed
+    written = json.loads(record.read_text())
+    assert written == json.loads((out / "summary.json").read_text())
+    assert [(r["row"], r["seed"], r["miou"], r["code_hash"]) for r in written["runs"]] == \
+        [(row, seed, 0.25 if row == "scratch" else 0.3125, CODE["code_hash"]) for seed in range(5)
+         for row in ("scratch", "iscc")]
+    assert (written["code"], written["machine"]["cpus"], written["settings"]["val_scans"]) == (CODE, 2, 3)
+    # rerun: everything reused; from dirty code nothing is reused and no record is written
+    assert le.main(argv) == 0
+    assert "  12 of 12 jobs already finished by this code: reused" in capsys.readouterr().out.splitlines()
+    assert json.loads(record.read_text())["runs"] == written["runs"]
+    record.unlink()
+    monkeypatch.setattr(le, "code_identity", lambda: CODE | {"code_hash": "d" * 64, "dirty": True})
+    assert le.main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("rerun ") for line in printed) == 12 - 1  # all but preprocessing
+    assert f"record NOT written to {record}: the code differs from commit 439dd03 (dirty): commit it and rerun" \
+        in printed
+    assert not record.exists()
+
+
+def test_the_readme_table_is_generated_from_the_committed_record():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(le.README_BEGIN, 1)[1].split(le.README_END, 1)[0]
+    if le.RECORD.is_file():
+        assert le.render_readme(readme, le.render_markdown(le.load_record(le.RECORD)), le.README) == readme
+    else:  # no record committed yet: the table is the earlier, hand-copied run, and says so
+        assert "generated by" not in block and "earlier run" in block
