@@ -92,7 +92,7 @@ def linking(args) -> None:
         start = time.perf_counter()
         summary = pipeline.run(args.dataset, [args.sequence], cfg, out=out, progress=False)
         seconds = time.perf_counter() - start
-        plan = pipeline.plan_sequence(Path(args.dataset), Path(out), args.sequence, cfg, False, False)
+        plan = pipeline.plan_sequence(Path(args.dataset), Path(out), args.sequence, cfg, False)
         home = [stacking.home_window(i, plan.windows).index for i in range(len(plan.frames))]
         local = {w: pipeline.read_window(plan, w) for w in set(home)}  # each window's own ids, unlinked
         linked, unlinked = [], []

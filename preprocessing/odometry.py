@@ -6,6 +6,12 @@ they are stored the SemanticKITTI way: poses.txt holds camera-0 poses P_i = Tr T
 with `stacking.camera_poses`) and calib.txt the LiDAR-to-camera transform Tr, so every reader of
 SemanticKITTI poses (including `stacking.lidar_poses`) gets T_i back.
 
+Where. Estimated poses are written to the output, OUT/sequences/NN/poses.txt with a calib.txt
+beside them (a copy of the sequence's own calib.txt when it has one), never into the input
+sequence unless it is also the output: datasets are often mounted read-only. A sequence's poses
+are, in order: its own poses.txt (with its calib.txt), else the estimated ones in the output,
+so reruns and the other shards of a run read the poses the first run estimated (`stored_poses`).
+
 Why KISS-ICP (Vizzo et al., RA-L 2023; github.com/PRBonn/kiss-icp): a maintained, pip-installable
 LiDAR odometry (point-to-point ICP against a voxel-hash local map, constant-velocity prediction,
 adaptive correspondence threshold) that runs on KITTI's HDL-64E and other sensors with no
@@ -37,6 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 from preprocessing import stacking
+from voxseg import atomic
 from voxseg.data import semantic_kitti as sk
 from voxseg.errors import DataFormatError
 
@@ -95,6 +102,14 @@ class _GroundThinner:
         return np.ascontiguousarray(xyz[keep])
 
 
+class UnregistrableScan(ValueError):
+    """A scan KISS-ICP cannot register: `index` in the sequence, `reason` why."""
+
+    def __init__(self, index: int, reason: str):
+        super().__init__(f"scan {index}: {reason}")
+        self.index, self.reason = index, reason
+
+
 def estimate_poses(scans: Iterable[np.ndarray], max_range: float = DEFAULT_MAX_RANGE,
                    min_range: float = DEFAULT_MIN_RANGE, progress: bool = False, *,
                    ground_keep: float = DEFAULT_GROUND_KEEP, voxel_size: float | None = None,
@@ -104,7 +119,8 @@ def estimate_poses(scans: Iterable[np.ndarray], max_range: float = DEFAULT_MAX_R
     `scans` are (M, 3+) arrays in their LiDAR frame (x, y, z, optionally intensity; further
     columns are ignored), in acquisition order; an iterator is consumed one scan at a time
     (`total`: its length, for the progress bar). `ground_keep`: the fraction of ground points
-    used (see the module docstring). `max_threads` 0 lets KISS-ICP use every core.
+    used (see the module docstring). `max_threads` 0 lets KISS-ICP use every core. A scan that
+    cannot be registered raises UnregistrableScan.
     """
     from kiss_icp.kiss_icp import KissICP
 
@@ -117,11 +133,11 @@ def estimate_poses(scans: Iterable[np.ndarray], max_range: float = DEFAULT_MAX_R
     for index, scan in enumerate(tqdm(scans, total=total, desc="odometry (KISS-ICP)", unit="scan", disable=not progress)):
         scan = np.asarray(scan)
         if scan.ndim != 2 or scan.shape[1] < 3:
-            raise ValueError(f"scan {index}: expected an (N, 3+) point array, got shape {scan.shape}")
+            raise UnregistrableScan(index, f"expected an (N, 3+) point array, got shape {scan.shape}")
         xyz = thin(scan)
         distance = np.linalg.norm(xyz, axis=1)
         if not np.any((distance >= min_range) & (distance <= max_range)):
-            raise ValueError(f"scan {index}: no points between {min_range} and {max_range} m; cannot register it")
+            raise UnregistrableScan(index, f"no points between {min_range} and {max_range} m; cannot register it")
         odometry.register_frame(xyz, no_timestamps)
         poses.append(np.array(odometry.last_pose, dtype=np.float64))
     if not poses:
@@ -131,15 +147,17 @@ def estimate_poses(scans: Iterable[np.ndarray], max_range: float = DEFAULT_MAX_R
 
 
 def write_estimated_poses(sequence_dir: str | os.PathLike, poses_lidar: np.ndarray,
-                          tr: np.ndarray | None = None, overwrite: bool = False) -> Path:
-    """Write LiDAR poses as the sequence's poses.txt (camera-0 poses P_i = Tr T_i Tr^-1), atomically.
+                          tr: np.ndarray | None = None, overwrite: bool = False,
+                          source_calib: str | os.PathLike | None = None) -> Path:
+    """Write LiDAR poses as `sequence_dir`/poses.txt (camera-0 poses P_i = Tr T_i Tr^-1), atomically.
 
-    Tr is, in order: `tr` if given, else the one in the sequence's calib.txt. If the sequence has
-    no calib.txt, one is written holding `tr` (identity when not given: the "camera" frame is then
-    the LiDAR frame and poses.txt holds the LiDAR poses themselves) and KITTI-style [I | 0]
-    placeholders for the projections P0..P3. A `tr` that disagrees with an existing calib.txt is
-    an error, since readers would combine the two. An existing poses.txt is never replaced unless
-    `overwrite` is True. Returns the path of poses.txt.
+    Tr comes from `sequence_dir`/calib.txt, `tr` and `source_calib` (the input sequence's
+    calib.txt, when `sequence_dir` is the output's), whichever are there; two that disagree are
+    an error, since readers would combine the poses with the wrong one. If `sequence_dir` has no
+    calib.txt, one is written: a copy of `source_calib`, or else one holding `tr` (identity when
+    not given: the "camera" frame is then the LiDAR frame and poses.txt holds the LiDAR poses
+    themselves) and KITTI-style [I | 0] placeholders for the projections P0..P3. An existing
+    poses.txt is never replaced unless `overwrite` is True. Returns the path of poses.txt.
     """
     sequence_dir = Path(sequence_dir)
     poses_path, calib_path = sequence_dir / "poses.txt", sequence_dir / "calib.txt"
@@ -149,44 +167,70 @@ def write_estimated_poses(sequence_dir: str | os.PathLike, poses_lidar: np.ndarr
     if poses_path.exists() and not overwrite:
         raise DataFormatError(f"{poses_path}: poses file already exists; not overwriting it with estimated poses "
                               "(delete it, or pass overwrite=True)")
+    trs = []  # (its file, None for `tr`; Tr): the first applies, the others must agree with it
     if calib_path.exists():
-        calib_tr = sk.read_calib(calib_path)["Tr"]
-        if tr is not None and not np.allclose(np.asarray(tr, dtype=np.float64), calib_tr, atol=1e-9):
-            raise DataFormatError(f"{calib_path}: its Tr differs from the one given for the estimated poses")
-        tr = calib_tr
-    else:
-        tr = np.eye(4) if tr is None else np.asarray(tr, dtype=np.float64)
-        sk.write_calib(calib_path, {"P0": _PLACEHOLDER_P, "P1": _PLACEHOLDER_P, "P2": _PLACEHOLDER_P,
-                                    "P3": _PLACEHOLDER_P, "Tr": tr})
-    sk.write_poses(poses_path, stacking.camera_poses(poses_lidar, tr))
+        trs.append((calib_path, sk.read_calib(calib_path)["Tr"]))
+    if tr is not None:
+        trs.append((None, np.asarray(tr, dtype=np.float64)))
+    if source_calib is not None:
+        trs.append((Path(source_calib), sk.read_calib(source_calib)["Tr"]))
+    for other_file, other in trs[1:]:
+        if not np.allclose(other, trs[0][1], atol=1e-9):
+            file, against = (trs[0][0], other_file) if trs[0][0] is not None else (other_file, None)
+            raise DataFormatError(f"{file}: its Tr differs from "
+                                  + (f"the one in {against}" if against else "the one given for the estimated poses"))
+    chosen = trs[0][1] if trs else np.eye(4)
+    if not calib_path.exists():
+        if source_calib is not None:
+            atomic.write_bytes(calib_path, Path(source_calib).read_bytes())
+        else:
+            sk.write_calib(calib_path, {"P0": _PLACEHOLDER_P, "P1": _PLACEHOLDER_P, "P2": _PLACEHOLDER_P,
+                                        "P3": _PLACEHOLDER_P, "Tr": chosen})
+    sk.write_poses(poses_path, stacking.camera_poses(poses_lidar, chosen))
     return poses_path
 
 
-def sequence_poses(sequence_dir: str | os.PathLike, estimate: bool = False, progress: bool = False) -> np.ndarray:
-    """(N, 4, 4) LiDAR poses of a SemanticKITTI sequence directory, one per velodyne/*.bin scan.
+def poses_file(sequence_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> Path | None:
+    """The poses.txt that holds a sequence's poses: its own, else the one estimated into
+    `output_dir` (OUT/sequences/NN) by an earlier run; None when neither exists. Its calib.txt
+    is the one beside it."""
+    folders = [Path(sequence_dir)] + ([Path(output_dir)] if output_dir is not None else [])
+    return next((folder / "poses.txt" for folder in folders if (folder / "poses.txt").exists()), None)
 
-    From calib.txt and poses.txt when poses.txt exists (whatever `estimate` says: existing poses
-    are never replaced). Otherwise, with `estimate`, KISS-ICP odometry over every scan, written
-    to poses.txt (see `write_estimated_poses`) and returned as read back from it, so later runs
-    get exactly the same poses; without it, a DataFormatError naming the missing file.
-    """
-    sequence_dir = Path(sequence_dir)
-    velodyne, poses_path, calib_path = sequence_dir / "velodyne", sequence_dir / "poses.txt", sequence_dir / "calib.txt"
+
+def stored_poses(sequence_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> np.ndarray | None:
+    """(N, 4, 4) LiDAR poses of a SemanticKITTI sequence directory, one per velodyne/*.bin scan,
+    from the `poses_file` and the calib.txt beside it; None when there is none."""
+    velodyne = Path(sequence_dir) / "velodyne"
     if not velodyne.is_dir():
         raise DataFormatError(f"{velodyne}: velodyne directory not found")
-    scan_files = sorted(velodyne.glob("*.bin"), key=lambda p: p.stem)  # the order of sk.frame_ids
-    if not poses_path.exists():
-        if not estimate:
-            raise DataFormatError(
-                f"{poses_path}: poses file not found; pass {ESTIMATE_FLAG} to estimate the LiDAR poses "
-                "with KISS-ICP odometry (they are written to this file)"
-            )
-        if not scan_files:
-            raise DataFormatError(f"{velodyne}: no .bin scans to estimate poses from")
-        poses = estimate_poses((sk.read_scan(p) for p in scan_files), progress=progress, total=len(scan_files))
-        write_estimated_poses(sequence_dir, poses)
-    poses = stacking.lidar_poses(calib_path, poses_path)
-    if len(poses) != len(scan_files):
-        raise DataFormatError(f"{poses_path}: {len(poses)} poses but {len(scan_files)} scans in {velodyne}; "
+    path = poses_file(sequence_dir, output_dir)
+    if path is None:
+        return None
+    poses = stacking.lidar_poses(path.parent / "calib.txt", path)
+    scans = len(list(velodyne.glob("*.bin")))
+    if len(poses) != scans:
+        raise DataFormatError(f"{path}: {len(poses)} poses but {scans} scans in {velodyne}; "
                               "poses.txt needs one line per scan")
     return poses
+
+
+def missing_poses(sequence_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> DataFormatError:
+    """The error for a sequence without poses, naming its poses.txt and the flag that estimates them."""
+    target = Path(output_dir if output_dir is not None else sequence_dir) / "poses.txt"
+    return DataFormatError(f"{Path(sequence_dir) / 'poses.txt'}: poses file not found; pass {ESTIMATE_FLAG} to "
+                           f"estimate the LiDAR poses with KISS-ICP odometry (they are written to {target})")
+
+
+def estimate_sequence_poses(sequence_dir: str | os.PathLike, progress: bool = False) -> np.ndarray:
+    """KISS-ICP poses (`estimate_poses`) of every velodyne/*.bin scan of a sequence directory, in
+    the order of sk.frame_ids; a scan that cannot be read or registered is a DataFormatError
+    naming it. Nothing is written."""
+    velodyne = Path(sequence_dir) / "velodyne"
+    scan_files = sorted(velodyne.glob("*.bin"), key=lambda p: p.stem)
+    if not scan_files:
+        raise DataFormatError(f"{velodyne}: no .bin scans to estimate poses from")
+    try:
+        return estimate_poses((sk.read_scan(p) for p in scan_files), progress=progress, total=len(scan_files))
+    except UnregistrableScan as exc:
+        raise DataFormatError(f"{scan_files[exc.index]}: {exc.reason}") from None

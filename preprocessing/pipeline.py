@@ -14,6 +14,11 @@ Layout written under OUT (the dataset root unless --out says otherwise):
     OUT/sequences/NN/groups/.windows/      the same window files while a sequence is in progress,
                                            so reruns, shards and interrupted runs only redo what
                                            is missing; moved to windows/ when the sequence completes
+    OUT/sequences/NN/poses.txt, calib.txt  with `estimate_poses`, for a sequence without poses.txt:
+                                           the KISS-ICP poses (preprocessing.odometry), which
+                                           reruns and other shards read from here
+
+Nothing is written under the dataset root unless it is also OUT (it may be mounted read-only).
 
 A scan's ids come from its home window (the one it is most central in, stacking.home_window),
 mapped to sequence-wide ids by linking.Linker. Work is split into windows: `workers` processes
@@ -91,7 +96,7 @@ class SequencePlan:
     target: Path  # OUT/sequences/NN/groups
     frames: list[str]
     sizes: list[int]  # points per scan
-    poses: np.ndarray  # (N, 4, 4) LiDAR poses
+    poses: np.ndarray | None  # (N, 4, 4) LiDAR poses; None until estimated (`estimate_missing_poses`)
     windows: list[stacking.Window]
 
     def scan(self, i: int) -> Path:
@@ -123,18 +128,41 @@ class SequencePlan:
         return np.concatenate([[0], np.cumsum(self.sizes[window.start:window.stop])])
 
 
-def plan_sequence(dataset: Path, out: Path, sequence: str, cfg: dict, estimate_poses: bool,
-                  progress: bool = True) -> SequencePlan:
-    """Check a sequence's inputs before anything is written; errors name the file."""
+    @property
+    def output_dir(self) -> Path:
+        """OUT/sequences/NN: where estimated poses go."""
+        return self.target.parent
+
+
+def plan_sequence(dataset: Path, out: Path, sequence: str, cfg: dict, estimate_poses: bool) -> SequencePlan:
+    """Check a sequence's inputs before anything is written; errors name the file. Its poses are
+    its own or those estimated into OUT by an earlier run; without either, None with
+    `estimate_poses` (estimated later), else an error."""
     source = sk.sequence_dir(dataset, sequence)
     frames = sk.frame_ids(dataset, sequence)
     if not frames:
         raise DataFormatError(f"{source / 'velodyne'}: no .bin scans")
     sizes = [sk.scan_size(source / "velodyne" / f"{frame}.bin", allow_empty=False) for frame in frames]
-    poses = odometry.sequence_poses(source, estimate=estimate_poses, progress=progress)
-    size, stride = cfg["stacking"]["window"], cfg["stacking"]["stride"]
     target = out / "sequences" / source.name / "groups"
+    poses = odometry.stored_poses(source, target.parent)
+    if poses is None and not estimate_poses:
+        raise odometry.missing_poses(source, target.parent)
+    size, stride = cfg["stacking"]["window"], cfg["stacking"]["stride"]
     return SequencePlan(source.name, source, target, frames, sizes, poses, stacking.windows(len(frames), size, stride))
+
+
+def estimate_missing_poses(plans: list[SequencePlan], progress: bool = True) -> None:
+    """KISS-ICP poses for the plans without poses: all estimated first (nothing is written while a
+    scan may still be refused), then written to each sequence's output folder (with a copy of the
+    input's calib.txt, if any) and read back, so later runs get exactly these poses."""
+    estimated = {plan.name: odometry.estimate_sequence_poses(plan.source, progress)
+                 for plan in plans if plan.poses is None}
+    for plan in plans:
+        if plan.name in estimated:
+            calib = plan.source / "calib.txt"
+            odometry.write_estimated_poses(plan.output_dir, estimated[plan.name],
+                                           source_calib=calib if calib.exists() else None)
+            plan.poses = odometry.stored_poses(plan.source, plan.output_dir)
 
 
 def versions() -> dict[str, str]:
@@ -340,7 +368,8 @@ def run(dataset: str | os.PathLike, sequences: list[str], cfg: dict, out: str | 
     k, n = shard
     if not (0 <= k < n):
         raise VoxsegError(f"--shard {k}/{n}: expected K/N with 0 <= K < N")
-    plans = [plan_sequence(dataset, out, s, cfg, estimate_poses, progress) for s in sequences]
+    plans = [plan_sequence(dataset, out, s, cfg, estimate_poses) for s in sequences]
+    estimate_missing_poses(plans, progress)
     manifests = {plan.name: check_manifest(plan, cfg) for plan in plans}
     complete = {plan.name: all(plan.scan_done(i) for i in range(len(plan.frames)))
                 and all(plan.window_published(w) for w in range(len(plan.windows))) for plan in plans}
@@ -384,6 +413,7 @@ def run(dataset: str | os.PathLike, sequences: list[str], cfg: dict, out: str | 
             publish_windows(plan)
             info["status"] = "complete"
             manifest.update(status="complete", groups=info["groups"], versions=versions(),
+                            poses=str(odometry.poses_file(plan.source, plan.output_dir).resolve()),
                             format_version=grouplib.FORMAT_VERSION, windows_layout=grouplib.LAYOUT,
                             window_scans=[[window.start, window.stop] for window in plan.windows])
             atomic.write_text(plan.target / "manifest.json", json.dumps(manifest, indent=2) + "\n")

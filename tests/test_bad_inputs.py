@@ -14,9 +14,9 @@ import torch
 import yaml
 
 from tests.conftest import ROOT
-from tests.test_finetune import CONFIG, overrides
+from tests.test_finetune import CONFIG, PRETRAIN_CONFIG, overrides
 from voxseg.data import semantic_kitti as sk
-from voxseg.engine import checkpoint, finetune
+from voxseg.engine import checkpoint, finetune, pretrain
 from voxseg.errors import ConfigError, DataFormatError, VoxsegError
 
 
@@ -105,6 +105,69 @@ def test_bad_numbers_are_config_errors(override, message, tmp_path):
 def test_bad_number_on_the_command_line_is_one_line(tmp_path):
     one_error_line(cli("tools/finetune.py", "--config", str(CONFIG), "train.batch_size=0"),
                    "command line: train.batch_size: must be >= 1, got 0")
+
+
+AUGMENT = "data.train.transforms"  # synthetic_minkunet14a: RangeCrop, RandomRotateZ, RandomFlip, RandomScale
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.loss_weights.ce=-1", "model.loss_weights.ce: must be >= 0, got -1"),
+    ("model.loss_weights.ce=.nan", "model.loss_weights.ce: expected a finite number >= 0, got nan"),
+    ("model.loss_weights.dice=1", "model.loss_weights.dice: names no loss term; terms: ce"),
+    ("model.losses.ce.head=semantc", "model.losses.ce.head: 'semantc' names no head; heads: semantic"),
+    ("model.heads.second={type: SemanticHead, num_classes: 12}",
+     "model.heads.second: predicts 'segment' as heads.semantic does; a model has one head per prediction"),
+    (f"{AUGMENT}.0.max_range=.nan", f"{AUGMENT}.0.max_range: expected a finite number >= 5.0, got nan"),
+    (f"{AUGMENT}.0.max_range=-40", f"{AUGMENT}.0.max_range: must be >= 5.0, got -40"),
+    (f"{AUGMENT}.0.max_range=1", f"{AUGMENT}.0.max_range: must be >= 5.0, got 1"),
+    (f"{AUGMENT}.1.max_deg=.nan", f"{AUGMENT}.1.max_deg: expected a finite number >= 0, got nan"),
+    (f"{AUGMENT}.3.low=1.2", f"{AUGMENT}.3.low: must be <= high (1.05), got 1.2"),
+    (f"{AUGMENT}.3.low=-0.5", f"{AUGMENT}.3.low: must be > 0, got -0.5"),
+    (f"{AUGMENT}.2={{type: RandomJitter, sigma: -0.01}}", f"{AUGMENT}.2.sigma: must be >= 0, got -0.01"),
+    ("train.seed=-1", "train.seed: must be in [0, 4294967296), got -1"),
+])
+def test_configs_that_cannot_mean_what_they_say_are_config_errors(override, message):
+    with pytest.raises(ConfigError) as info:
+        finetune.resolve(str(CONFIG), [override])
+    assert str(info.value) == f"command line: {message}"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.loss_weights.global=-1", "model.loss_weights.global: must be >= 0, got -1"),
+    ("model.loss_weights.globl=1", "model.loss_weights.globl: names no ISCC term; terms: local, global, occupancy"),
+    ("train.seed=-1", "train.seed: must be in [0, 4294967296), got -1"),
+])
+def test_pretraining_configs_that_cannot_mean_what_they_say(override, message):
+    with pytest.raises(ConfigError) as info:
+        pretrain.resolve(str(PRETRAIN_CONFIG), [override])
+    assert str(info.value) == f"command line: {message}"
+
+
+def test_a_negative_loss_weight_in_a_file_stops_finetuning_before_it_writes(tmp_path):
+    config = tmp_path / "negative.yaml"
+    config.write_text(f"_base_: {CONFIG}\nmodel:\n  loss_weights: {{ce: -1}}\n")
+    done = cli("tools/finetune.py", "--config", str(config), f"output_dir={tmp_path / 'run'}")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {config.resolve()}: model.loss_weights.ce: must be >= 0, got -1"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_negative_iscc_loss_weight_stops_pretraining_before_it_writes(tmp_path):
+    done = cli("tools/pretrain.py", "--config", str(PRETRAIN_CONFIG), "model.loss_weights.global=-1",
+               f"output_dir={tmp_path / 'run'}")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: command line: model.loss_weights.global: must be >= 0, got -1"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_duplicated_train_block_stops_the_tool_naming_both_lines(tmp_path):
+    config = tmp_path / "twice.yaml"
+    config.write_text(f"_base_: {CONFIG}\ntrain:\n  lr: 0.0123\noutput_dir: {tmp_path / 'run'}\n"
+                      "train:\n  max_steps: 5\n")
+    done = cli("tools/finetune.py", "--config", str(config))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {config.resolve()}: line 5: duplicate key 'train' (first at line 2)"
+    assert not (tmp_path / "run").exists()
 
 
 # ------------------------------------------------------------------------- output folder

@@ -336,3 +336,112 @@ def test_dict_of_named_components_with_injected_arguments(tmp_path, monkeypatch)
         cfglib.validate(cfglib.load(path, ["groups.0.lr=-1e0"]), HolderSchema)
     with pytest.raises(ConfigError, match=r"^command line: groups.0.rate: unknown key for section 'groups.0'"):
         cfglib.validate(cfglib.load(path, ["groups.0.rate=1"]), HolderSchema)
+
+
+# ------------------------------------------------------------------- ranges on mapping values
+@TOYS.register()
+class WeightedToyBlock:
+    def __init__(self, weights: dict[str, Annotated[float, Range(ge=0)]] = {}):
+        pass
+
+
+@pytest.mark.parametrize(("weights", "message"), [
+    ("{a: -1}", "weights.a: must be >= 0, got -1"),
+    ("{a: 1, b: -0.5}", "weights.b: must be >= 0, got -0.5"),
+    ("{a: .nan}", "weights.a: expected a finite number >= 0, got nan"),
+    ("{a: fast}", "weights.a: expected float, got str 'fast'"),
+    ("[1, 2]", "weights: expected a mapping of str to float, got list"),
+])
+def test_range_checks_each_value_of_a_mapping(tmp_path, monkeypatch, weights, message):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a.yaml", {"block": {"type": "WeightedToyBlock"}})
+    with pytest.raises(ConfigError) as info:
+        cfglib.validate(cfglib.load("a.yaml", [f"block.weights={weights}"]), Schema)
+    assert str(info.value) == f"command line: block.{message}"
+    (tmp_path / "b.yaml").write_text(f"block:\n  type: WeightedToyBlock\n  weights: {weights}\n")
+    with pytest.raises(ConfigError) as info:
+        cfglib.validate(cfglib.load("b.yaml"), Schema)
+    assert str(info.value) == f"b.yaml: block.{message}"
+
+
+def test_mapping_values_are_normalised_like_single_values(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a.yaml", {"block": {"type": "WeightedToyBlock", "weights": {"a": 2, "b": "1e-3", "c": 0}}})
+    weights = cfglib.validate(cfglib.load("a.yaml"), Schema)["block"]["weights"]
+    assert weights == {"a": 2.0, "b": 0.001, "c": 0.0} and all(type(w) is float for w in weights.values())
+
+
+# ------------------------------------------------------------- rules between a component's keys
+@TOYS.register()
+class IntervalToyBlock:
+    def __init__(self, low: float = 0.0, high: float = 1.0):
+        pass
+
+    @staticmethod
+    def check_config(cfg: dict) -> None:
+        if cfg["low"] > cfg["high"]:
+            raise cfglib.InvalidValue("low", f"must be <= high ({cfg['high']!r}), got {cfg['low']!r}")
+
+
+def test_check_config_errors_name_the_key_and_the_file_that_set_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a.yaml", {"block": {"type": "ToyBlock", "width": 1},
+                                "blocks": [{"type": "IntervalToyBlock", "low": 2.0, "high": 3.0}]})
+    resolved = cfglib.validate(cfglib.load("a.yaml"), Schema)  # the defaults are filled in before the check
+    assert resolved["blocks"] == [{"type": "IntervalToyBlock", "low": 2.0, "high": 3.0}]
+    write(tmp_path / "b.yaml", {"_base_": "a.yaml", "blocks": [{"type": "IntervalToyBlock", "low": 2.0}]})
+    with pytest.raises(ConfigError) as info:
+        cfglib.validate(cfglib.load("b.yaml"), Schema)
+    assert str(info.value) == "b.yaml: blocks.0.low: must be <= high (1.0), got 2.0"
+    with pytest.raises(ConfigError) as info:
+        cfglib.validate(cfglib.load("a.yaml", ["blocks.0.low=4"]), Schema)
+    assert str(info.value) == "command line: blocks.0.low: must be <= high (3.0), got 4.0"  # read as a float
+
+
+# ------------------------------------------------------------------------------ duplicate keys
+@pytest.mark.parametrize(("text", "line", "key", "first"), [
+    ("train:\n  lr: 0.0123\nblock: {type: ToyBlock, width: 1}\ntrain:\n  steps: 3\n", 4, "train", 1),
+    ("block:\n  type: ToyBlock\n  width: 1\n  scale: 2.0\n  width: 2\n", 5, "width", 3),
+    ("blocks:\n  - {type: OtherBlock, depth: 1, depth: 2}\n", 2, "depth", 2),
+    ("section: {steps: 1}\n'section': {rate: 1.0}\n", 2, "section", 1),
+])
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path, monkeypatch, text, line, key, first):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dup.yaml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        cfglib.load("dup.yaml")
+    assert str(info.value) == f"dup.yaml: line {line}: duplicate key {key!r} (first at line {first})"
+
+
+def test_duplicate_key_in_a_base_file_names_the_base(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "base.yaml").write_text("section:\n  steps: 1\n  rate: 0.1\n  steps: 2\n")
+    write(tmp_path / "top.yaml", {"_base_": "base.yaml", "block": {"type": "ToyBlock", "width": 1}})
+    with pytest.raises(ConfigError) as info:
+        cfglib.load("top.yaml")
+    assert str(info.value) == "base.yaml: line 4: duplicate key 'steps' (first at line 2)"
+
+
+def test_yaml_merge_keys_may_repeat_what_they_merge(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text("x-block: &b {type: ToyBlock, width: 1, scale: 2.0}\n"
+                                     "block:\n  <<: *b\n  width: 4\n")
+    assert cfglib.load("a.yaml").data["block"] == {"type": "ToyBlock", "width": 4, "scale": 2.0}
+
+
+# ------------------------------------------------------------------- type changed by override
+def test_overriding_a_type_replaces_the_mapping(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a.yaml", {"block": {"type": "ToyBlock", "width": 4, "scale": 2.0},
+                                "blocks": [{"type": "ToyBlock", "width": 1}]})
+    loaded = cfglib.load("a.yaml", ["block.type=OtherBlock", "blocks.0.type=OtherBlock", "blocks.0.depth=5"])
+    assert loaded.data["block"] == {"type": "OtherBlock"}
+    assert loaded.data["blocks"] == [{"type": "OtherBlock", "depth": 5}]
+    assert loaded.source("block") == loaded.source("block.type") == "command line"
+    assert not any(key.startswith("block.") and key != "block.type" for key in loaded.sources)
+    assert cfglib.validate(loaded, Schema)["block"] == {"type": "OtherBlock", "depth": 3}
+    with pytest.raises(ConfigError, match=r"^command line: block\.width: unknown key for toy OtherBlock"):
+        cfglib.validate(cfglib.load("a.yaml", ["block.type=OtherBlock", "block.width=2"]), Schema)
+    same = cfglib.load("a.yaml", ["block.type=ToyBlock"])  # the same type: the arguments stay
+    assert same.data["block"] == {"type": "ToyBlock", "width": 4, "scale": 2.0}
+    assert same.source("block.width") == "a.yaml"

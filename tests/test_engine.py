@@ -1,9 +1,13 @@
-"""Engine parts: EMA of weights, parameter groups, deferred interrupts, config comparison."""
+"""Engine parts: EMA of weights, parameter groups, deferred interrupts, config comparison,
+checkpoint files, devices."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,11 +15,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from voxseg.engine import checkpoint, distributed
+from tests.conftest import ROOT
+from voxseg.engine import checkpoint, device as device_lib, distributed
 from voxseg.engine.ema import ModelEMA
 from voxseg.engine.interrupt import deferred_interrupts
 from voxseg.engine.optim import build_optimizer, build_scheduler, param_groups
-from voxseg.errors import ConfigError
+from voxseg.errors import ConfigError, VoxsegError
 
 
 def small_net() -> nn.Module:
@@ -181,3 +186,68 @@ def test_model_ema_of_a_minkowski_network_runs_and_matches_the_original():
         original = next(m for m in backbone.modules() if type(m).__name__ == "MinkowskiConvolution")
         assert conv.dimension == original.dimension == 3
         assert conv.kernel.data_ptr() != original.kernel.data_ptr()  # weights copied, not shared
+
+
+NOT_VOXSEG = "not a voxseg checkpoint ("
+WRITTEN_BY_RUNS = "voxseg's runs write checkpoints/*.pt with the run's config and model)"
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "EOFError: Ran out of input)"),
+    (b"\x00\x01 random bytes", "UnpicklingError: invalid load key, '\\x00'.)"),
+    ({"stem.0.kernel": torch.zeros(2)}, "no config and no model dict; " + WRITTEN_BY_RUNS),
+    ({"config": {}, "model": [1]}, "no model dict; " + WRITTEN_BY_RUNS),
+    ([torch.zeros(2)], "it holds a list, not a dict with the run's config and model)"),
+], ids=["empty", "random_bytes", "bare_state_dict", "model_not_a_dict", "list"])
+def test_a_file_that_is_not_a_voxseg_checkpoint_is_one_line(tmp_path, content, reason):
+    path = tmp_path / "x.pt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(VoxsegError) as refused:
+        checkpoint.load(path)
+    assert str(refused.value) == f"{path}: {NOT_VOXSEG}{reason}"
+
+
+def test_infer_refuses_an_empty_checkpoint_in_one_line(tmp_path):
+    empty = tmp_path / "best.pt"
+    empty.write_bytes(b"")
+    out = tmp_path / "predictions"
+    done = subprocess.run([sys.executable, "tools/infer.py", "--checkpoint", str(empty), "--dataset", str(tmp_path),
+                           "--sequences", "00", "--out", str(out), "--device", "cpu"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr == f"error: {empty}: {NOT_VOXSEG}EOFError: Ran out of input)\n"
+    assert not out.exists()
+
+
+def test_device_errors_name_the_option_the_user_set(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    versions = f"torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}"
+    with pytest.raises(ConfigError) as refused:
+        device_lib.pick_device("cuda", option="--device")
+    assert str(refused.value) == ("--device: CUDA was requested ('cuda') but torch.cuda.is_available() is False: "
+                                  f"torch sees no CUDA GPU ({versions}); use --device cpu")
+    with pytest.raises(ConfigError) as refused:
+        device_lib.pick_device("cuda:1")
+    assert str(refused.value) == ("train.device: CUDA was requested ('cuda:1') but torch.cuda.is_available() is False: "
+                                  f"torch sees no CUDA GPU ({versions}); use train.device=cpu")
+    with pytest.raises(ConfigError) as refused:
+        device_lib.pick_device("tpu", option="--device")
+    assert str(refused.value) == "--device must be auto, cpu, cuda or cuda:N, got 'tpu'"
+
+
+def test_infer_device_cuda_without_cuda_names_the_flag(tmp_path):
+    """No GPU visible (CUDA_VISIBLE_DEVICES empty, so also on a GPU machine): the error names
+    --device, before any file is read or written."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    out = tmp_path / "predictions"
+    done = subprocess.run([sys.executable, "tools/infer.py", "--checkpoint", str(tmp_path / "absent.pt"),
+                           "--dataset", str(tmp_path), "--sequences", "00", "--out", str(out), "--device", "cuda"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr == (f"error: --device: CUDA was requested ('cuda') but torch.cuda.is_available() is False: "
+                           f"torch sees no CUDA GPU (torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}); "
+                           "use --device cpu\n")
+    assert not out.exists()

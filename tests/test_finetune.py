@@ -13,10 +13,12 @@ import torch
 import yaml
 
 from tests.conftest import ROOT
-from voxseg.engine import checkpoint, finetune
+from voxseg.engine import checkpoint, finetune, pretrain
 from voxseg.errors import VoxsegError
 
 CONFIG = ROOT / "configs" / "finetune" / "synthetic_minkunet14a.yaml"
+PRETRAIN_CONFIG = ROOT / "configs" / "pretrain" / "synthetic_minkunet14a_iscc.yaml"
+PARTIAL = "; pass --allow-partial-pretrained to load the matching tensors anyway"
 
 
 def overrides(root, out, **extra):
@@ -69,14 +71,125 @@ def test_pretrained_backbone_loading(tiny_dataset, tmp_path, monkeypatch):
     assert torch.equal(same.state_dict()["stem.0.kernel"], saved["backbone.stem.0.kernel"])
 
     wider_input = BACKBONES.build({"type": "MinkUNet14A", "in_channels": 2})
-    report = checkpoint.load_backbone(wider_input, source)
-    assert report.mismatched == ["stem.0.kernel"]
+    with pytest.raises(VoxsegError) as refused:
+        checkpoint.load_backbone(wider_input, source)
+    assert str(refused.value) == (f"{source}: backbone tensors do not fit the model's MinkUNet14A: 1 of another shape "
+                                  f"(stem.0.kernel [125, 1, 32] vs [125, 2, 32]){PARTIAL}")
+    report = checkpoint.load_backbone(wider_input, source, allow_partial=True)
+    assert report.mismatched == ["stem.0.kernel"] and len(report.loaded) == 191
     deeper = BACKBONES.build({"type": "MinkUNet18A", "in_channels": 1})
-    report = checkpoint.load_backbone(deeper, source)
+    report = checkpoint.load_backbone(deeper, source, allow_partial=True)
     assert report.missing and any(".1." in k for k in report.missing)  # the second block of each stage
 
     _, _ = run(tiny_dataset, tmp_path / "ft", pretrained=str(source), **{"train.max_steps": 1, "train.val_every": 0})
     assert "loaded" in (tmp_path / "ft" / "pretrained.txt").read_text()
+
+
+def encoder_file(path, backbone="MinkUNet14A", features="[intensity]"):
+    """An untrained encoder.pt as pretraining writes it (pretrain.EncoderHook): a `backbone` built
+    for `features`, with the pretraining run's resolved config."""
+    from types import SimpleNamespace
+
+    from voxseg.registry import BACKBONES
+
+    cfg = pretrain.resolve(str(PRETRAIN_CONFIG), [f"model.backbone.type={backbone}", f"data.train.features={features}",
+                                                  "model.backbone.voxel_size=0.4"])
+    model = SimpleNamespace(backbone=BACKBONES.build(cfg["model"]["backbone"]))
+    pretrain.EncoderHook(path, cfg).after_train(SimpleNamespace(step=0, model=model))
+    return path
+
+
+RANGE = {"data.train.features": "[range]", "data.val.features": "[range]"}
+
+
+@pytest.mark.parametrize("encoder, model, expected", [
+    (("MinkUNet18A", "[intensity]"), {}, "backbone MinkUNet18A (in_channels 1, features [intensity]) does not fit "
+                                         "the model's MinkUNet14A (in_channels 1, features [intensity])"),
+    (("MinkUNet14A", "[intensity]"), {"model.backbone.type": "MinkUNet14C"},
+     "backbone MinkUNet14A (in_channels 1, features [intensity]) does not fit the model's MinkUNet14C "
+     "(in_channels 1, features [intensity])"),
+    (("MinkUNet14A", "[intensity]"), RANGE, "backbone MinkUNet14A (in_channels 1, features [intensity]) does not fit "
+                                            "the model's MinkUNet14A (in_channels 1, features [range])"),
+], ids=["18A_into_14A", "14A_into_14C", "intensity_into_range"])
+def test_a_pretrained_backbone_that_does_not_fit_is_refused_before_anything_is_written(
+        tiny_dataset, tmp_path, monkeypatch, encoder, model, expected):
+    monkeypatch.chdir(ROOT)
+    source = encoder_file(tmp_path / "encoder.pt", *encoder)
+    out = tmp_path / "run"
+    with pytest.raises(VoxsegError) as refused:
+        run(tiny_dataset, out, pretrained=str(source), **model)
+    assert str(refused.value) == f"{source}: {expected}{PARTIAL}"
+    assert not out.exists()
+
+
+def test_pretrained_tensors_of_another_shape_are_refused(tiny_dataset, tmp_path, monkeypatch):
+    """A file whose config fits the model but whose tensors do not (written by hand)."""
+    monkeypatch.chdir(ROOT)
+    source = encoder_file(tmp_path / "encoder.pt")
+    data = torch.load(source, weights_only=False)
+    data["model"]["backbone.stem.0.kernel"] = torch.zeros(125, 2, 32)
+    del data["model"]["backbone.decoder.3.0.downsample.1.bn.bias"]
+    torch.save(data, source)
+    out = tmp_path / "run"
+    with pytest.raises(VoxsegError) as refused:
+        run(tiny_dataset, out, pretrained=str(source))
+    assert str(refused.value) == (
+        f"{source}: backbone tensors do not fit the model's MinkUNet14A (in_channels 1, features [intensity]): "
+        "1 missing (decoder.3.0.downsample.1.bn.bias), "
+        f"1 of another shape (stem.0.kernel [125, 2, 32] vs [125, 1, 32]){PARTIAL}")
+    assert not out.exists()
+
+
+def test_allow_partial_pretrained_loads_the_matching_tensors(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    from voxseg.registry import BACKBONES
+
+    source = encoder_file(tmp_path / "encoder.pt")
+    # 14A into 14C: the 80 tensors of other widths stay random, the other 112 of 192 load
+    narrow = BACKBONES.build({"type": "MinkUNet14C", "in_channels": 1})
+    record = checkpoint.BackboneRecord("MinkUNet14C", 1, ("intensity",))
+    report = checkpoint.load_backbone(narrow, source, record, allow_partial=True)
+    assert (len(report.loaded), len(report.mismatched), report.missing, report.unexpected) == (112, 80, [], [])
+    saved = checkpoint.load(source)["model"]
+    assert all(torch.equal(narrow.state_dict()[k], saved[f"backbone.{k}"]) for k in report.loaded)
+
+    # an [intensity] encoder into a [range] model: every tensor fits, the run says what it allowed
+    out = tmp_path / "run"
+    cfg = finetune.resolve(str(CONFIG), overrides(tiny_dataset, out, **RANGE, **{"train.max_steps": 1,
+                                                                                   "train.val_every": 0}))
+    finetune.run(cfg, pretrained=str(source), allow_partial_pretrained=True)
+    assert (out / "pretrained.txt").read_text() == (
+        f"{source}\npartial load allowed: backbone MinkUNet14A (in_channels 1, features [intensity]) does not fit the "
+        "model's MinkUNet14A (in_channels 1, features [range])\nloaded 192 backbone tensors\n")
+
+
+@pytest.mark.parametrize("content, reason", [(b"", "EOFError: Ran out of input"),
+                                             (b"not a checkpoint", "UnpicklingError: invalid load key, 'n'.")],
+                         ids=["empty", "random_bytes"])
+def test_an_unreadable_pretrained_file_is_refused_before_anything_is_written(tiny_dataset, tmp_path, monkeypatch,
+                                                                             content, reason):
+    monkeypatch.chdir(ROOT)
+    source = tmp_path / "encoder.pt"
+    source.write_bytes(content)
+    out = tmp_path / "run"
+    with pytest.raises(VoxsegError) as refused:
+        run(tiny_dataset, out, pretrained=str(source))
+    assert str(refused.value) == f"{source}: not a voxseg checkpoint ({reason})"
+    assert not out.exists()
+
+
+def test_cli_refuses_a_misfit_pretrained_backbone_in_one_line_and_leaves_the_folder_as_it_was(tiny_dataset, tmp_path):
+    source = encoder_file(tmp_path / "encoder.pt", "MinkUNet18A")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_bytes(b"the user's own file\n")
+    done = subprocess.run([sys.executable, "tools/finetune.py", "--config", str(CONFIG), "--pretrained", str(source),
+                           *overrides(tiny_dataset, out)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr == (f"error: {source}: backbone MinkUNet18A (in_channels 1, features [intensity]) does not "
+                           f"fit the model's MinkUNet14A (in_channels 1, features [intensity]){PARTIAL}\n")
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert (out / "notes.txt").read_bytes() == b"the user's own file\n"
 
 
 @pytest.mark.parametrize("bad", ["train.max_stepz=3", "model.backbone.voxel_size=fine"])

@@ -1,9 +1,11 @@
 """The indoor datasets, S3DIS and ScanNet, on small files written here: exact points, colours,
 train ids and instances; one DataFormatError naming the file per bad input; label configs;
-transforms and collation; the shipped indoor fine-tuning configs."""
+transforms and collation; the shipped indoor fine-tuning configs; read-only dataset folders (the
+S3DIS parse cache lives in $VOXSEG_CACHE) and ScanNet v1 label spellings."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -11,11 +13,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
+from tests.read_only import read_only, snapshot
 from voxseg.data.collate import collate
 from voxseg.data.dataset import SemanticKITTI  # noqa: F401  (registers the datasets as the engine does)
 from voxseg.data.labels import LabelConfig
 from voxseg.data.s3dis import S3DIS
-from voxseg.data.scannet import ScanNet
+from voxseg.data.scannet import V1_SPELLINGS, ScanNet
 from voxseg.errors import ConfigError, DataFormatError
 from voxseg.registry import DATASETS
 
@@ -23,6 +26,13 @@ S3DIS_LABELS = str(ROOT / "configs" / "labels" / "s3dis.yaml")
 SCANNET_LABELS = str(ROOT / "configs" / "labels" / "scannet.yaml")
 S3DIS_TRAIN = {"ceiling": 0, "floor": 1, "wall": 2, "beam": 3, "column": 4, "window": 5, "door": 6, "table": 7,
                "chair": 8, "sofa": 9, "bookcase": 10, "board": 11, "clutter": 12}
+
+
+@pytest.fixture(autouse=True)
+def voxseg_cache(tmp_path, monkeypatch) -> Path:
+    """voxseg's cache folder for the test (the shipped S3DIS configs cache parsed rooms there)."""
+    monkeypatch.setenv("VOXSEG_CACHE", str(tmp_path / "voxseg-cache"))
+    return tmp_path / "voxseg-cache"
 
 
 # ------------------------------------------------------------------------------ S3DIS fixture
@@ -47,17 +57,19 @@ ROOMS = {
 
 @pytest.fixture
 def s3dis_root(tmp_path) -> tuple[Path, dict]:
-    """Two rooms with Annotations; returns the root and, per room, the rows written in reading order."""
+    """Two rooms with Annotations under tmp_path/s3dis; returns the root and, per room, the rows
+    written in reading order."""
     rng = np.random.default_rng(3)
+    root = tmp_path / "s3dis"
     written = {}
     for room, objects in ROOMS.items():
         rows = []
         for cls, k, n in reversed(objects):  # written in another order than read
             part = room_points(rng, n)
-            write_txt(tmp_path / room / "Annotations" / f"{cls}_{k}.txt", part)
+            write_txt(root / room / "Annotations" / f"{cls}_{k}.txt", part)
             rows.insert(0, part)
         written[room] = rows
-    return tmp_path, written
+    return root, written
 
 
 def test_s3dis_rooms_come_out_as_written(s3dis_root):
@@ -100,11 +112,16 @@ def test_s3dis_room_txt_serves_unlabelled_reading_only(tmp_path):
         S3DIS(str(tmp_path), S3DIS_LABELS, areas=[6])[0]
 
 
-def test_s3dis_cache_is_used_and_refreshed(s3dis_root, monkeypatch):
+def cache_file(cache: Path, root: Path, room: str) -> Path:
+    """Where the S3DIS reader caches `room` of `root`: under a hash of the resolved root."""
+    return cache / "s3dis" / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16] / f"{room}.npz"
+
+
+def test_s3dis_cache_is_used_and_refreshed(s3dis_root, voxseg_cache, monkeypatch):
     root, written = s3dis_root
-    dataset = S3DIS(str(root), S3DIS_LABELS, areas=[1], cache_dir="cache")
+    dataset = S3DIS(str(root), S3DIS_LABELS, areas=[1], cache=True)
     first = dataset[0]
-    assert (root / "cache" / "Area_1" / "office_1.npz").is_file()
+    assert [p for p in voxseg_cache.rglob("*") if p.is_file()] == [cache_file(voxseg_cache, root, "Area_1/office_1")]
     import voxseg.data.s3dis as s3dis_module
 
     def no_parsing(*args, **kwargs):
@@ -129,6 +146,36 @@ def test_s3dis_check_accepts_good_rooms(s3dis_root):
     dataset.check(full=False, progress=False)
 
 
+def test_s3dis_read_only_root_is_untouched_and_cached_outside(s3dis_root, voxseg_cache):
+    """The issue's case: a dataset mounted read-only. Reading and checking every room, cache on,
+    writes the cache in $VOXSEG_CACHE and nothing under ROOT (checked byte for byte and entry for
+    entry, since as root chmod stops nothing); the second pass reads the cache."""
+    root, written = s3dis_root
+    with read_only(root) as before:
+        dataset = S3DIS(str(root), S3DIS_LABELS, areas=[1, 5], cache=True)
+        dataset.check(full=True, progress=False)
+        assert sorted(p for p in voxseg_cache.rglob("*.npz")) == [
+            cache_file(voxseg_cache, root, room) for room in sorted(ROOMS)]
+        cached = {room: cache_file(voxseg_cache, root, room).stat().st_mtime_ns for room in ROOMS}
+        for index, room in enumerate(ROOMS):
+            assert np.array_equal(dataset[index]["coord"], np.concatenate(written[room])[:, :3].astype(np.float32))
+        assert {room: cache_file(voxseg_cache, root, room).stat().st_mtime_ns for room in ROOMS} == cached
+        assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("setting", [None, ""])
+def test_s3dis_cache_defaults_to_the_installer_cache_folder(s3dis_root, tmp_path, monkeypatch, setting):
+    """$VOXSEG_CACHE unset or empty: ~/.cache/voxseg, as tools/install/install.sh's ${VOXSEG_CACHE:-...}."""
+    root, _ = s3dis_root
+    if setting is None:
+        monkeypatch.delenv("VOXSEG_CACHE")
+    else:
+        monkeypatch.setenv("VOXSEG_CACHE", setting)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    S3DIS(str(root), S3DIS_LABELS, areas=[1], cache=True)[0]
+    assert cache_file(tmp_path / "home" / ".cache" / "voxseg", root, "Area_1/office_1").is_file()
+
+
 def _s3dis_error(root, match, areas=(1,), full=True):
     dataset = S3DIS(str(root), S3DIS_LABELS, areas=list(areas))
     with pytest.raises(DataFormatError, match=match) as info:
@@ -136,6 +183,22 @@ def _s3dis_error(root, match, areas=(1,), full=True):
     assert "\n" not in str(info.value)
     with pytest.raises(DataFormatError, match=match):
         dataset[0]
+
+
+def _s3dis_exact_error(root: Path, message: str, voxseg_cache: Path, areas=(1,), fulls=(False, True), labels=True):
+    """`message` is the whole error of check (quick and full, as `fulls` says) and of reading the
+    first room, on a read-only root, with the cache on: nothing is written, there or in the cache."""
+    with read_only(root) as before:
+        dataset = S3DIS(str(root), S3DIS_LABELS, areas=list(areas), labels=labels, cache=True)
+        for full in fulls:
+            with pytest.raises(DataFormatError) as info:
+                dataset.check(full=full, progress=False)
+            assert str(info.value) == message
+        with pytest.raises(DataFormatError) as info:
+            dataset[0]
+        assert str(info.value) == message
+        assert snapshot(root) == before
+    assert not voxseg_cache.exists()
 
 
 @pytest.mark.parametrize("line, match", [
@@ -165,14 +228,44 @@ def test_s3dis_badly_named_annotation_is_named(s3dis_root):
     _s3dis_error(root, r"chair\.txt: annotation file names must be CLASS_NUMBER\.txt")
 
 
-def test_s3dis_empty_room_is_named(tmp_path):
-    for name in ("wall_1.txt", "floor_1.txt"):
-        (tmp_path / "Area_2" / "kitchen_1" / "Annotations").mkdir(parents=True, exist_ok=True)
-        (tmp_path / "Area_2" / "kitchen_1" / "Annotations" / name).write_text("")
-    _s3dis_error(tmp_path, r"Area_2/kitchen_1: the room has no points", areas=[2], full=False)
-    _s3dis_error(tmp_path, r"Area_2/kitchen_1: the room has no points", areas=[2])
-    (tmp_path / "Area_3" / "pantry_1" / "Annotations").mkdir(parents=True)
-    _s3dis_error(tmp_path, r"pantry_1/Annotations: no CLASS_NUMBER\.txt annotation files", areas=[3])
+def test_s3dis_empty_annotation_file_is_named(s3dis_root, voxseg_cache):
+    """An empty annotation file is not a 0-point object: the quick check (by size) and the full
+    one name it."""
+    root, _ = s3dis_root
+    chair = root / "Area_1" / "office_1" / "Annotations" / "chair_1.txt"
+    chair.write_text("")
+    _s3dis_exact_error(root, f"{chair}: empty annotation file (0 points)", voxseg_cache)
+    chair.write_text("\n  \n")  # blank lines only: found by parsing
+    _s3dis_exact_error(root, f"{chair}: empty annotation file (0 points)", voxseg_cache, fulls=(True,))
+
+
+def test_s3dis_annotations_folder_without_files_is_named(s3dis_root, voxseg_cache):
+    root, _ = s3dis_root
+    annotations = root / "Area_3" / "pantry_1" / "Annotations"
+    annotations.mkdir(parents=True)
+    (annotations / "notes.md").write_text("not an annotation")
+    _s3dis_exact_error(root, f"{annotations}: no annotation files (*.txt)", voxseg_cache, areas=[3])
+
+
+@pytest.mark.parametrize("labels", [True, False])
+def test_s3dis_empty_room_folder_is_named(s3dis_root, voxseg_cache, labels):
+    """Not "office_2.txt has no labels", about a file that does not exist."""
+    root, _ = s3dis_root
+    room = root / "Area_1" / "office_0"  # sorts first
+    room.mkdir()
+    _s3dis_exact_error(root, f"{room}: empty room folder (no Annotations folder, no office_0.txt)", voxseg_cache,
+                       labels=labels)
+    (room / "office_0.xyz").write_text("1 2 3\n")
+    _s3dis_exact_error(root, f"{room}: not an S3DIS room (no Annotations folder, no office_0.txt)", voxseg_cache,
+                       labels=labels)
+
+
+def test_s3dis_empty_room_txt_is_named(tmp_path, voxseg_cache):
+    whole = tmp_path / "s3dis" / "Area_6" / "lobby_1" / "lobby_1.txt"
+    whole.parent.mkdir(parents=True)
+    whole.write_text("")
+    _s3dis_exact_error(tmp_path / "s3dis", f"{whole}: empty room file (0 points)", voxseg_cache, areas=[6],
+                       labels=False)
 
 
 def test_s3dis_missing_area_is_named(s3dis_root):
@@ -200,7 +293,8 @@ TSV = ("id\traw_category\tcategory\tcount\tnyu40id\tnyu40class\n"
        "2\tchair\tchair\t4646\t5\tchair\n"
        "3\tkitchen cabinets\tcabinet\t310\t3\tcabinet\n"
        "4\tbox\tbox\t775\t29\tbox\n"
-       "5\tfloor\tfloor\t4881\t2\tfloor\n")
+       "5\tfloor\tfloor\t4881\t2\tfloor\n"
+       "6\ttrash can\ttrash can\t1\t39\totherfurniture\n")
 # wall -> train 0 (stuff, no instance); chair -> 4, cabinet -> 2 (things); box and no object -> ignore
 SCANNET_SEGMENT = [0, 0, 4, 4, 4, 2, 2, -1, -1, -1, 4]
 SCANNET_INSTANCE = [-1, -1, 0, 0, 0, 1, 1, -1, -1, -1, 0]
@@ -331,12 +425,50 @@ def test_scannet_aggregation_with_an_unknown_segment_is_named(scannet_root):
     _scannet_error(root, r"scene0000_00\.aggregation\.json: segGroups\[0\] \('chair'\) references segment 8")
 
 
-def test_scannet_unknown_label_is_named(scannet_root):
+def test_scannet_unknown_labels_are_all_named_in_one_line(scannet_root):
+    """Every label the tsv lacks (a v1 spelling it does know is not among them), in the order of
+    first appearance, with its number of objects; the reader writes nothing."""
     root, _ = scannet_root
-    groups = [{"objectId": 0, "label": "spaceship", "segments": [7]}]
-    (root / "scans" / SCENE / f"{SCENE}.aggregation.json").write_text(json.dumps({"segGroups": groups}))
-    _scannet_error(root, r"scene0000_00\.aggregation\.json: segGroups\[0\] label 'spaceship' is not in "
-                         r".*scannetv2-labels\.combined\.tsv")
+    aggregation = root / "scans" / SCENE / f"{SCENE}.aggregation.json"
+    labels = ["spaceship", "chair", "dishrack", "trashcan", "spaceship", "computer", "wall"]
+    groups = [{"objectId": o, "label": label, "segments": [s]} for o, (label, s) in enumerate(zip(labels, SEGMENTS))]
+    aggregation.write_text(json.dumps({"segGroups": groups}))
+    message = (f"{aggregation}: labels not in {root / 'scannetv2-labels.combined.tsv'}: 'spaceship' (2 objects), "
+               "'dishrack' (1 object), 'computer' (1 object)")
+    with read_only(root) as before:
+        dataset = ScanNet(str(root), SCANNET_LABELS, scenes=[SCENE])
+        with pytest.raises(DataFormatError) as info:
+            dataset.check(full=True, progress=False)
+        assert str(info.value) == message
+        with pytest.raises(DataFormatError) as info:
+            dataset[0]
+        assert str(info.value) == message
+        assert snapshot(root) == before
+
+
+def test_scannet_v1_spellings_take_their_v2_rows(scannet_root):
+    """A v1 scene's `trashcan` is v2's `trash can` (NYU40 39, otherfurniture: train id 19, a thing)."""
+    root, written = scannet_root
+    aggregation = root / "scans" / SCENE / f"{SCENE}.aggregation.json"
+    groups = json.loads(aggregation.read_text())["segGroups"]
+    groups[3]["label"] = "trashcan"  # the box on segment 11
+    aggregation.write_text(json.dumps({"segGroups": groups}))
+    with read_only(root) as before:
+        sample = ScanNet(str(root), SCANNET_LABELS, scenes=[SCENE])[0]
+        assert snapshot(root) == before
+    assert np.array_equal(sample["segment"], [0, 0, 4, 4, 4, 2, 2, 19, 19, -1, 4])
+    assert np.array_equal(sample["instance"], [-1, -1, 0, 0, 0, 1, 1, 2, 2, -1, 0])
+
+
+def test_scannet_v1_spellings_are_spellings_only():
+    """Each mapped v1 label has the letters and digits of its v2 row, in order: only spaces and
+    punctuation differ (the rule the module docstring states); trashcan is the common one."""
+    def letters(label):
+        return "".join(c for c in label if c.isalnum())
+
+    assert len(V1_SPELLINGS) == 13 and V1_SPELLINGS["trashcan"] == "trash can"
+    assert all(letters(v1) == letters(v2) and v1 != v2 for v1, v2 in V1_SPELLINGS.items())
+    assert "dishrack" not in V1_SPELLINGS  # in neither ScanNet table
 
 
 def test_scannet_bad_json_is_named(scannet_root):
@@ -450,7 +582,7 @@ def test_scene_files_are_the_scannet_benchmark_format(tmp_path):
     assert (out / "semantic" / "Area_5" / "office_1.txt").read_text() == "5\n5\n3\n0\n"
     # mask paths relative to the listing's folder, as ScanNet's evaluate_semantic_instance.py reads them
     assert (out / "instance" / "Area_5" / "office_1.txt").read_text() == (
-        "office_1/000.txt 5 0.875000\noffice_1/001.txt 3 0.500000\n")
+        "office_1/000.txt 5 0.875\noffice_1/001.txt 3 0.5\n")
     assert (out / "instance" / "Area_5" / "office_1" / "000.txt").read_bytes() == b"1\n1\n0\n0\n"
     assert (out / "instance" / "Area_5" / "office_1" / "001.txt").read_bytes() == b"0\n0\n1\n0\n"
     # another scene leaves this one alone; a semantic-only model's rerun removes its old instances

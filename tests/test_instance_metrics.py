@@ -140,3 +140,35 @@ def test_coverage_undefined_classes_are_nan_and_skipped():
     assert person["cov"] == 0.0 and person["rec"] == 0.0 and math.isnan(person["prec"])  # 0 of 0 predictions
     assert result["mprec"] == 1.0  # car's alone
     assert result["mrec"] == pytest.approx((1 + 0) / 2)
+
+
+def test_scene_prediction_confidences_read_back_exactly(tmp_path):
+    """The ScanNet-format listing (voxseg.data.scene_predictions) keeps each confidence at full
+    precision: read as evaluate_semantic_instance.py reads it (float of the third field), it is
+    the same float, and AP over the masks and confidences read back equals AP in memory. Car A
+    is predicted by instance 0 (confidence 0.1234564891234); instance 1, 3e-7 lower, is a car on
+    person B: ranked below the TP, car AP is 1; rounded to 6 decimals the two tie (AP 3/4)."""
+    from voxseg.data import scene_predictions as sp
+
+    sem_pred, inst_pred, sem_gt, inst_gt = scene((10, CAR, 0, CAR, 1), (10, CAR, 1, PERSON, 2), (5, ROAD, -1, ROAD, 0))
+    confidences = [0.1234564891234, 0.1234561891234]
+    sp.write_scene(tmp_path / "staging", "scene0000_00", sem_pred,
+                   [(inst_pred == k, CAR, confidences[k]) for k in range(2)])
+    sp.publish_scene(tmp_path / "staging", tmp_path / "out", "scene0000_00")
+    listing = tmp_path / "out" / "instance" / "scene0000_00.txt"
+    assert listing.read_text() == ("scene0000_00/000.txt 1 0.1234564891234\n"
+                                   "scene0000_00/001.txt 1 0.1234561891234\n")
+    read_inst, read_scores = np.full(len(sem_pred), -1), {}
+    for k, line in enumerate(listing.read_text().splitlines()):
+        mask_file, _, confidence = line.split()
+        read_inst[np.array((listing.parent / mask_file).read_text().split(), dtype=int) != 0] = k
+        read_scores[k] = float(confidence)
+    assert read_scores == {0: confidences[0], 1: confidences[1]}
+
+    def car_ap(inst, scores) -> float:
+        metric = InstanceAP(NUM, IGNORE, THINGS, min_region_size=5)
+        metric.add(sem_pred, inst, scores, sem_gt, inst_gt)
+        return metric.result()["per_class"][CAR]["ap"]
+
+    assert car_ap(read_inst, read_scores) == car_ap(inst_pred, dict(enumerate(confidences))) == 1.0
+    assert car_ap(inst_pred, {k: float(f"{c:.6f}") for k, c in enumerate(confidences)}) == 0.75

@@ -11,18 +11,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import voxseg.models  # noqa: F401  (registers backbones, heads, losses, models)
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SEGMENTOR
 from tests.test_backbone import random_batch
 from voxseg.engine import checkpoint, finetune
 from voxseg.engine.trainer import Hook
 from voxseg.registry import HEADS, HOOKS, LOSSES, MODELS
-
-SEGMENTOR = {
-    "type": "Segmentor",
-    "backbone": {"type": "MinkUNet14A", "in_channels": 2, "voxel_size": 0.5},
-    "heads": {"semantic": {"type": "SemanticHead", "num_classes": 5}},
-    "losses": {"ce": {"type": "CrossEntropyLoss", "head": "semantic"}},
-}
 
 
 def labelled_batch(rng, sizes=(600, 400)):
@@ -59,7 +52,7 @@ def test_all_ignored_gives_zero_loss_with_graph(rng):
 
 
 def test_segmentor_config_errors():
-    with pytest.raises(ValueError, match="loss_weights names no loss term"):
+    with pytest.raises(ValueError, match="^loss_weights.dice: names no loss term; terms: ce$"):
         MODELS.build({**SEGMENTOR, "loss_weights": {"dice": 1.0}})
     with pytest.raises(ValueError, match="needs at least one head"):
         MODELS.build({**SEGMENTOR, "heads": {}})

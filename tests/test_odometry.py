@@ -1,4 +1,5 @@
-"""LiDAR odometry (KISS-ICP) against true synthetic poses and real KITTI scans; poses.txt handling."""
+"""LiDAR odometry (KISS-ICP) against true synthetic poses and real KITTI scans; poses.txt handling,
+estimated poses written to the output and never into the input sequence."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 
 from preprocessing import stacking
-from preprocessing.odometry import estimate_poses, sequence_poses, write_estimated_poses
+from preprocessing.odometry import (estimate_poses, estimate_sequence_poses, missing_poses, poses_file, stored_poses,
+                                    write_estimated_poses)
+from tests.read_only import read_only, snapshot
 from voxseg.data import semantic_kitti as sk
 from voxseg.errors import DataFormatError
 
@@ -107,19 +110,42 @@ def test_existing_poses_are_not_overwritten(sequence, estimated, tmp_path):
     assert (target / "poses.txt").read_bytes() != before
 
 
-def test_sequence_poses_reads_existing_poses_even_when_asked_to_estimate(sequence, true_poses, tmp_path):
-    target = copy_sequence(sequence, tmp_path / "00", ("calib.txt", "poses.txt"))
-    before = (target / "poses.txt").read_bytes()
-    for estimate in (False, True):
-        assert np.allclose(sequence_poses(target, estimate=estimate), true_poses, atol=1e-6)
-    assert (target / "poses.txt").read_bytes() == before
+def test_write_estimated_poses_to_an_output_copies_the_input_calib(sequence, estimated, tmp_path):
+    source = copy_sequence(sequence, tmp_path / "in" / "00", ("calib.txt",))
+    write_estimated_poses(tmp_path / "out" / "00", estimated, source_calib=source / "calib.txt")
+    assert (tmp_path / "out" / "00" / "calib.txt").read_bytes() == (sequence / "calib.txt").read_bytes()
+    assert np.allclose(stored_poses(source, tmp_path / "out" / "00"), estimated, atol=1e-6)
 
 
-def test_missing_poses_without_estimate_names_file_and_flag(sequence, tmp_path):
-    target = copy_sequence(sequence, tmp_path / "00", ("calib.txt",))
+def test_write_estimated_poses_rejects_an_output_calib_that_contradicts_the_input(sequence, estimated, tmp_path):
+    source = copy_sequence(sequence, tmp_path / "in" / "00", ("calib.txt",))
+    out = tmp_path / "out" / "00"
+    sk.write_calib(out / "calib.txt", {"Tr": np.eye(4)})
     with pytest.raises(DataFormatError) as error:
-        sequence_poses(target, estimate=False)
-    assert str(target / "poses.txt") in str(error.value) and "--estimate-poses" in str(error.value)
+        write_estimated_poses(out, estimated, source_calib=source / "calib.txt")
+    assert str(error.value) == f"{out / 'calib.txt'}: its Tr differs from the one in {source / 'calib.txt'}"
+    assert not (out / "poses.txt").exists()
+
+
+def test_stored_poses_prefer_the_sequence_own_then_the_output(sequence, true_poses, estimated, tmp_path):
+    source = copy_sequence(sequence, tmp_path / "in" / "00", ("calib.txt", "poses.txt"))
+    out = tmp_path / "out" / "00"
+    write_estimated_poses(out, estimated)
+    before = snapshot(source)
+    assert poses_file(source, out) == source / "poses.txt"
+    assert np.allclose(stored_poses(source, out), true_poses, atol=1e-6)  # existing poses are never replaced
+    (source / "poses.txt").unlink()
+    assert poses_file(source, out) == out / "poses.txt"
+    assert np.allclose(stored_poses(source, out), estimated, atol=1e-6)
+    assert poses_file(source) is None and stored_poses(source) is None
+    assert set(before) - set(snapshot(source)) == {"poses.txt"}
+
+
+def test_missing_poses_names_the_file_the_flag_and_where_they_go(sequence, tmp_path):
+    source = copy_sequence(sequence, tmp_path / "in" / "00")
+    assert str(missing_poses(source, tmp_path / "out" / "00")) == (
+        f"{source / 'poses.txt'}: poses file not found; pass --estimate-poses to estimate the LiDAR poses with "
+        f"KISS-ICP odometry (they are written to {tmp_path / 'out' / '00' / 'poses.txt'})")
 
 
 def test_pose_count_mismatch_names_file_and_counts(sequence, tmp_path):
@@ -127,17 +153,28 @@ def test_pose_count_mismatch_names_file_and_counts(sequence, tmp_path):
     lines = (sequence / "poses.txt").read_text().splitlines()
     (target / "poses.txt").write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(DataFormatError) as error:
-        sequence_poses(target, estimate=True)
-    message = str(error.value)
-    assert str(target / "poses.txt") in message and f"{NUM_FRAMES - 1} poses" in message and f"{NUM_FRAMES} scans" in message
+        stored_poses(target)
+    assert str(error.value) == (f"{target / 'poses.txt'}: {NUM_FRAMES - 1} poses but {NUM_FRAMES} scans in "
+                                f"{target / 'velodyne'}; poses.txt needs one line per scan")
 
 
-def test_sequence_poses_estimates_writes_and_reads_back(sequence, true_poses, tmp_path):
+def test_estimate_sequence_poses_reads_a_read_only_sequence_and_writes_nothing(sequence, true_poses, tmp_path):
     target = copy_sequence(sequence, tmp_path / "00")  # no poses.txt, no calib.txt
-    poses = sequence_poses(target, estimate=True)
-    assert (target / "poses.txt").is_file() and (target / "calib.txt").is_file()
+    with read_only(target) as before:
+        poses = estimate_sequence_poses(target)
+        assert snapshot(target) == before
     assert_close_to_truth(poses, true_poses)
-    assert np.array_equal(sequence_poses(target, estimate=False), poses)  # later runs read the same poses
+
+
+def test_estimate_sequence_poses_names_a_scan_it_cannot_register(sequence, tmp_path):
+    target = copy_sequence(sequence, tmp_path / "00")
+    bad = target / "velodyne" / "000003.bin"
+    points = sk.read_scan(bad)
+    points[:, :3] *= 2.0 / np.linalg.norm(points[:, :3], axis=1, keepdims=True).max()  # all within 2 m
+    sk.write_scan(bad, points)
+    with pytest.raises(DataFormatError) as error:
+        estimate_sequence_poses(target)
+    assert str(error.value) == f"{bad}: no points between 3.0 and 100.0 m; cannot register it"
 
 
 def test_estimate_poses_rejects_bad_scans():

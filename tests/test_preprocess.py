@@ -1,7 +1,9 @@
-"""The preprocessing job end to end: outputs, linked ids, resume, shards, bad inputs, the CLI."""
+"""The preprocessing job end to end: outputs, linked ids, resume, shards, bad inputs, the CLI, a
+read-only dataset with estimated poses."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,6 +18,7 @@ import pytest
 
 from preprocessing import pipeline
 from tests.conftest import ROOT
+from tests.read_only import read_only, snapshot
 from voxseg.data import semantic_kitti as sk
 from voxseg.errors import DataFormatError, VoxsegError
 
@@ -189,8 +192,13 @@ def test_missing_sequence(copy, tmp_path):
 
 def test_missing_poses_suggests_estimation(copy, tmp_path):
     (copy / "sequences" / "01" / "poses.txt").unlink()
-    with pytest.raises(DataFormatError, match=r"poses\.txt.*--estimate-poses"):
+    with pytest.raises(DataFormatError) as error:
         pipeline.run(copy, ["01"], cfg(), out=tmp_path / "out", progress=False)
+    target = tmp_path / "out" / "sequences" / "01" / "poses.txt"
+    assert str(error.value) == (
+        f"{copy / 'sequences' / '01' / 'poses.txt'}: poses file not found; pass --estimate-poses to estimate the "
+        f"LiDAR poses with KISS-ICP odometry (they are written to {target})")
+    assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -333,3 +341,74 @@ def test_cli_on_real_scans_with_estimated_poses(kitti_real, tmp_path):
         groups = pipeline.read_groups(seq / "groups" / f"{p.stem}.group", p.stat().st_size // 16)
         assert 0.4 < np.mean(groups == -1) < 0.8 and len(np.unique(groups)) > 50
     assert (tmp_path / "png" / "00_000001.png").is_file()
+
+
+# ---------------------------------------------------------------------- read-only datasets
+@pytest.fixture
+def without_poses(tiny_dataset, tmp_path):
+    """Sequences 00 and 01 of the tiny dataset without poses.txt (calib.txt kept)."""
+    root = tmp_path / "data"
+    for name in ("00", "01"):
+        shutil.copytree(tiny_dataset / "sequences" / name, root / "sequences" / name,
+                        ignore=shutil.ignore_patterns("poses.txt"))
+    return root
+
+
+def test_read_only_dataset_with_estimated_poses_writes_only_to_out(without_poses, tmp_path):
+    """The issue's case: `--estimate-poses --out` on a dataset mounted read-only. The poses go to
+    OUT (with a copy of the input's calib.txt), a rerun without the flag and the ISCC pairs read
+    the groups from OUT, and the dataset's files and folders are untouched (checked byte for byte,
+    since as root chmod stops nothing)."""
+    from voxseg.data.pretrain_pairs import ISCCPairs
+
+    out = tmp_path / "out"
+    with read_only(without_poses) as before:
+        result = preprocess("--dataset", without_poses, "--sequences", "01", "--out", out, "--estimate-poses",
+                            "--no-progress", *SMALL)
+        assert result.returncode == 0, result.stderr
+        assert "sequence 01: complete; 3 scans (3 written now)" in result.stdout
+        assert snapshot(without_poses) == before
+        sequence = out / "sequences" / "01"
+        source_calib = without_poses / "sequences" / "01" / "calib.txt"
+        assert (sequence / "calib.txt").read_bytes() == source_calib.read_bytes()
+        poses = sk.read_poses(sequence / "poses.txt")
+        assert poses.shape == (3, 4, 4) and np.allclose(poses[0], np.eye(4), atol=1e-6)
+        manifest = json.loads((sequence / "groups" / "manifest.json").read_text())
+        assert manifest["poses"] == str((sequence / "poses.txt").resolve())
+
+        again = pipeline.run(without_poses, ["01"], cfg(), out=out, progress=False)  # no estimate_poses
+        assert again.sequences["01"]["status"] == "already complete"
+        pairs = ISCCPairs(str(without_poses), ["01"], groups_root=str(out), group_params={"stacking": {"window": 2}},
+                          max_frame_distance=1)
+        pairs.check(full=True, progress=False)
+        assert pairs[0]["pair"] == "01/000001"
+        assert snapshot(without_poses) == before
+
+
+def test_read_only_dataset_without_the_flag_is_one_line_and_writes_nothing(without_poses, tmp_path):
+    out = tmp_path / "out"
+    with read_only(without_poses) as before:
+        result = preprocess("--dataset", without_poses, "--sequences", "01", "--out", out, "--no-progress")
+        assert snapshot(without_poses) == before
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == (
+        f"error: {without_poses / 'sequences' / '01' / 'poses.txt'}: poses file not found; pass --estimate-poses "
+        f"to estimate the LiDAR poses with KISS-ICP odometry (they are written to "
+        f"{out / 'sequences' / '01' / 'poses.txt'})\n")
+    assert not out.exists()
+
+
+def test_no_poses_are_written_while_a_later_sequence_is_refused(without_poses, tmp_path):
+    """Every sequence's poses are estimated before any is written: a scan of 01 that KISS-ICP
+    cannot register (all points within 2 m) leaves no poses of 00 behind either."""
+    bad = without_poses / "sequences" / "01" / "velodyne" / "000002.bin"
+    points = sk.read_scan(bad)
+    points[:, :3] *= 2.0 / np.linalg.norm(points[:, :3], axis=1, keepdims=True).max()
+    sk.write_scan(bad, points)
+    out = tmp_path / "out"
+    with read_only(without_poses) as before:
+        with pytest.raises(DataFormatError) as error:
+            pipeline.run(without_poses, ["00", "01"], cfg(), out=out, estimate_poses=True, progress=False)
+        assert snapshot(without_poses) == before
+    assert str(error.value) == f"{bad}: no points between 3.0 and 100.0 m; cannot register it"
+    assert not out.exists()

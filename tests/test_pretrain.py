@@ -3,15 +3,20 @@ that fine-tuning loads whole, resumes exactly, logs every term, and refuses bad 
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from preprocessing import pipeline
 from tests.conftest import ROOT
+from voxseg.data import groups as groups_lib
 from voxseg.engine import checkpoint, finetune, pretrain
+from voxseg.errors import VoxsegError
 from voxseg.registry import BACKBONES
 
 CONFIG = ROOT / "configs" / "pretrain" / "synthetic_minkunet14a_iscc.yaml"
@@ -64,6 +69,24 @@ def test_pretrain_then_finetune_loads_every_backbone_tensor(tiny_dataset, groupe
     finetune.run(cfg, pretrained=str(encoder))
     summary = (tuned / "pretrained.txt").read_text()
     assert f"loaded {len(saved)} backbone tensors" in summary and "missing" not in summary
+
+    # neither pretraining checkpoint has heads to predict with: one line says what to pass instead
+    last_pt = out / "checkpoints" / "last.pt"
+    for path, held in ((encoder, "backbone only"), (last_pt, "backbone and pretraining modules")):
+        with pytest.raises(VoxsegError) as refused:
+            checkpoint.load_predictor(path)
+        assert str(refused.value) == (
+            f"{path}: a pretraining checkpoint of ISCC ({held}) has no heads to predict with; fine-tune it first "
+            f"(tools/finetune.py --pretrained {path}) and pass that run's checkpoints/best.pt")
+    predictions = tmp_path / "predictions"
+    done = subprocess.run([sys.executable, "tools/infer.py", "--checkpoint", str(encoder),
+                           "--dataset", str(tiny_dataset), "--sequences", "01", "--out", str(predictions),
+                           "--device", "cpu"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr == (
+        f"error: {encoder}: a pretraining checkpoint of ISCC (backbone only) has no heads to predict with; fine-tune "
+        f"it first (tools/finetune.py --pretrained {encoder}) and pass that run's checkpoints/best.pt\n")
+    assert not predictions.exists()
 
 
 def test_pretraining_resumes_exactly(tiny_dataset, grouped, tmp_path):
@@ -119,6 +142,35 @@ def test_groups_made_with_other_parameters_are_refused(tiny_dataset, grouped, tm
         "data.train.group_params": "{stacking: {window: 12, stride: 4}}"}))
     with pytest.raises(VoxsegError, match="window"):
         pretrain.run(cfg)
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def unshared(grouped, tmp_path_factory):
+    """Sequence 01's groups with one group per scan, a different id in each scan of a window:
+    no group id is ever in both views of a pair."""
+    out = tmp_path_factory.mktemp("unshared_groups")
+    folder = out / "sequences" / "01" / "groups"
+    shutil.copytree(grouped / "sequences" / "01" / "groups", folder)
+    for window in sorted((folder / groups_lib.WINDOWS).glob("*.npz")):
+        start, frames, counts = groups_lib.read_window_index(window)
+        groups_lib.write_window(window, start, frames, [np.full(n, k) for k, n in enumerate(counts)])
+    return out
+
+
+def test_pairs_that_share_no_group_are_refused_before_anything_is_written(tiny_dataset, unshared, tmp_path):
+    """Pairs without a shared group give ISCC loss and gradient exactly 0: the first steps' pairs
+    (here all 3 steps of a 3-step run, batch 1, in the sampler's order) are named, nothing written."""
+    out = tmp_path / "zero"
+    cfg = pretrain.resolve(str(CONFIG), overrides(tiny_dataset, unshared, out, **{"data.train.sequences": "[1]"}))
+    with pytest.raises(VoxsegError) as refused:
+        pretrain.run(cfg)
+    first = [f"01/{i:06d}" for i in np.random.default_rng([0, 0]).permutation(3)]  # EpochSampler, seed 0, epoch 0
+    pairs = ", ".join(rf"{x} with 01/00000[012]" for x in first)
+    assert re.fullmatch(
+        rf"{re.escape(str(unshared))}: no group id appears in both views of any pair of the first 3 step\(s\) "
+        rf"\({pairs}\), so ISCC would train nothing \(loss and gradient 0\); check preprocessing's groups "
+        r"\(ground removal may have left one group per scan\)", str(refused.value)), str(refused.value)
     assert not out.exists()
 
 

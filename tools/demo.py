@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from voxseg.cli import main_guard
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/finetune/synthetic_minkunet14a.yaml"
 ASIS_CONFIG = "configs/finetune/synthetic_minkunet14a_asis.yaml"
@@ -44,6 +46,7 @@ def step(title: str, args: list[str]) -> None:
     print(f"({title}: {time.perf_counter() - start:.0f} s)", flush=True)
 
 
+@main_guard
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/synthetic", help="synthetic dataset root (generated when missing)")

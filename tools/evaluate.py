@@ -6,7 +6,7 @@
 
 Both directories hold .label files (raw class ids in the lower 16 bits, instance ids in the
 upper 16) matched by name. --task picks the printed table:
-  semantic  per-class IoU, as semantic-kitti-api's evaluate_semiKITTI does (the default);
+  semantic  per-class IoU, as semantic-kitti-api's evaluate_semantics does (the default);
   panoptic  PQ, SQ, RQ as semantic-kitti-api's evaluate_panoptic does, with PQ-dagger;
   instance  ScanNet's AP, AP50, AP25 and ASIS's coverage, precision and recall. AP needs each
             predicted instance's confidence: --pred-scores holds one FFFFFF.txt of
@@ -14,22 +14,33 @@ upper 16) matched by name. --task picks the printed table:
             predictions folder, PRED/sequences/08/scores).
 The JSON holds every metric of the task (panoptic and instance: both tables' metrics; AP is
 NaN for --task panoptic without --pred-scores).
+
+Every class id in both directories must be listed in the label config: an unknown one (a wrong
+--label-config, a corrupt file) stops the tool before anything is written, with one line
+    error: FILE: class id 999 (12 points) is not in LABEL_CONFIG
+naming every unknown id of the first such file (the api would count those points as unlabeled).
+--task panoptic on semantic-only predictions (no instance id in any prediction file) prints
+    note: PRED_LABELS: no prediction file holds an instance id; things are scored as one segment per class per scan
+on stderr: each thing class's predicted points of a scan are then one segment, as the api scores them.
 """
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from voxseg import atomic
-from voxseg.cli import main_guard
-from voxseg.data.labels import LabelConfig
-from voxseg.evaluation import (
-    evaluate_directories,
-    evaluate_panoptic_directories,
-    format_instance_table,
-    format_panoptic_table,
-    format_table,
-)
+from voxseg.cli import exit_on_interrupt, main_guard
+
+with exit_on_interrupt():
+    from voxseg import atomic
+    from voxseg.data.labels import LabelConfig
+    from voxseg.evaluation import (
+        evaluate_directories,
+        evaluate_panoptic_directories,
+        format_instance_table,
+        format_panoptic_table,
+        format_table,
+    )
 
 DEFAULT_LABELS = Path(__file__).resolve().parents[1] / "configs" / "labels" / "semantic-kitti.yaml"
 
@@ -60,6 +71,9 @@ def main() -> None:
             scores = Path(args.pred_labels).parent / "scores"
         result = evaluate_panoptic_directories(args.gt_labels, args.pred_labels, labels, scores_dir=scores,
                                                min_points=args.min_points, min_region_size=args.min_region_size)
+        if args.task == "panoptic" and result["pred_instances"] == 0:
+            print(f"note: {args.pred_labels}: no prediction file holds an instance id; things are scored as one "
+                  "segment per class per scan", file=sys.stderr)
         print((format_panoptic_table if args.task == "panoptic" else format_instance_table)(result))
     atomic.write_text(args.out, json.dumps(result, indent=2) + "\n")
 

@@ -30,16 +30,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
+from voxseg.cli import exit_on_interrupt, main_guard
 
-from voxseg.cli import main_guard
-from voxseg.data import scene_predictions, semantic_kitti as sk
-from voxseg.engine import checkpoint
-from voxseg.engine.device import pick_device
-from voxseg.engine.inference import predict
-from voxseg.errors import VoxsegError
-from voxseg.registry import DATASETS, MODELS
+with exit_on_interrupt():
+    import numpy as np
+    from tqdm import tqdm
+
+    from voxseg.data import scene_predictions, semantic_kitti as sk
+    from voxseg.engine import checkpoint
+    from voxseg.engine.device import pick_device
+    from voxseg.engine.inference import predict
+    from voxseg.errors import VoxsegError
+    from voxseg.registry import DATASETS, MODELS
 
 
 FOLDERS = ("predictions", "scores")
@@ -128,7 +130,8 @@ def main() -> None:
     import voxseg.data.dataset  # noqa: F401  (registers datasets and transforms)
     import voxseg.models  # noqa: F401
 
-    state = checkpoint.load(args.checkpoint)
+    device = pick_device(args.device, option="--device")
+    state = checkpoint.load_predictor(args.checkpoint)
     cfg = state["config"]
     indoor = cfg["data"]["val"]["type"] in INDOOR
     if indoor:
@@ -146,7 +149,6 @@ def main() -> None:
         dataset_cfg = {**cfg["data"]["val"], "transforms": [], "labels": False, "sequences": args.sequences}
     model = MODELS.build(cfg["model"])
     model.load_state_dict(state["model"])
-    device = pick_device(args.device)
     model.to(device).eval()
     label_config = args.label_config or cfg["data"]["label_config"]
     dataset = DATASETS.build(dataset_cfg, root=args.dataset, label_config=label_config)

@@ -10,9 +10,11 @@ Resumes an interrupted run; refuses to mix settings with an existing dataset.
 import argparse
 import time
 
-from voxseg.cli import main_guard
-from voxseg.errors import VoxsegError
-from voxseg.synthetic import SyntheticSpec, generate_dataset
+from voxseg.cli import exit_on_interrupt, main_guard
+
+with exit_on_interrupt():
+    from voxseg.errors import VoxsegError
+    from voxseg.synthetic import SyntheticSpec, generate_dataset
 
 
 def parse_sequences(items: list[str]) -> dict[str, int]:

@@ -12,16 +12,21 @@ link group ids across windows; one int32 group id per point and scan.
 
 Writes OUT/sequences/NN/groups/FFFFFF.group (int32 per point, -1 = ground/noise), the
 window-consistent ids in windows/WWWWW.npz (voxseg.data.groups) and manifest.json; OUT is the
-dataset root unless --out is given. Reruns skip finished scans; shards
-share OUT (a shared filesystem) and the run that completes a sequence's last window writes it.
+dataset root unless --out is given. --estimate-poses writes the poses it estimates to
+OUT/sequences/NN/poses.txt and calib.txt, where reruns and other shards find them; nothing is
+written under the dataset root unless it is OUT, so a read-only dataset works with --out.
+Reruns skip finished scans; shards share OUT (a shared filesystem) and the run that completes a
+sequence's last window writes it.
 """
 
 import argparse
 from pathlib import Path
 
-from voxseg.cli import main_guard
-from voxseg.data import semantic_kitti as sk
-from voxseg.errors import VoxsegError
+from voxseg.cli import exit_on_interrupt, main_guard, parse_args_with_overrides
+
+with exit_on_interrupt():
+    from voxseg.data import semantic_kitti as sk
+    from voxseg.errors import VoxsegError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "preprocess" / "default.yaml"
 
@@ -39,15 +44,16 @@ def main() -> None:
     parser.add_argument("--dataset", required=True, help="SemanticKITTI-format root (ROOT/sequences/NN/velodyne)")
     parser.add_argument("--sequences", nargs="+", required=True, help="sequence names, e.g. 00 01")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="preprocessing YAML (default: %(default)s)")
-    parser.add_argument("--out", help="output root (default: the dataset root)")
+    parser.add_argument("--out", help="output root (default: the dataset root; give one for a read-only dataset)")
     parser.add_argument("--workers", type=int, default=1, help="processes on this machine")
     parser.add_argument("--shard", default="0/1", help="K/N: this machine's share of the windows")
     parser.add_argument("--estimate-poses", action="store_true",
-                        help="sequences without poses.txt: estimate poses with KISS-ICP and write them")
+                        help="sequences without poses.txt: estimate poses with KISS-ICP and write them to "
+                             "OUT/sequences/NN/poses.txt")
     parser.add_argument("--render", metavar="DIR", help="write a bird's-eye-view PNG of one scan per sequence")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
-    args = parser.parse_args()
+    args = parse_args_with_overrides(parser)
     if args.workers < 1:
         raise VoxsegError(f"--workers must be at least 1, got {args.workers}")
     shard = parse_shard(args.shard)

@@ -15,8 +15,10 @@ backbone, at the end), tb/ (TensorBoard: each loss term, prototype_entropy, queu
 
 import argparse
 
-from voxseg.cli import main_guard
-from voxseg.engine import pretrain
+from voxseg.cli import exit_on_interrupt, main_guard, parse_args_with_overrides
+
+with exit_on_interrupt():
+    from voxseg.engine import pretrain
 
 
 @main_guard
@@ -27,7 +29,7 @@ def main() -> None:
     parser.add_argument("--allow-config-change", action="store_true",
                         help="resume even though the config differs from the run's (not the model)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.max_steps=50")
-    args = parser.parse_args()
+    args = parse_args_with_overrides(parser)
     cfg = pretrain.resolve(args.config, args.overrides)
     pretrain.run(cfg, resume=args.resume, allow_config_change=args.allow_config_change)
 

@@ -12,13 +12,23 @@
   the key and the file that set it (or "command line"). Defaults are filled in, so the result is
   the fully resolved config that each run writes beside its outputs.
 * Numeric bounds are declared on dataclass fields and constructor parameters with `Range` inside
-  `typing.Annotated` (`batch_size: Annotated[int, Range(ge=1)] = 2`). A value out of range, or a
-  non-finite float (NaN, +-inf; YAML `.nan`, `.inf`), raises ConfigError the same way; None
-  passes (`Annotated[float | None, Range(gt=0)]`).
+  `typing.Annotated` (`batch_size: Annotated[int, Range(ge=1)] = 2`), also on the values of a
+  mapping (`loss_weights: dict[str, Annotated[float, Range(ge=0)]]`, each checked as
+  `loss_weights.NAME`). A value out of range, or a non-finite float (NaN, +-inf; YAML `.nan`,
+  `.inf`), raises ConfigError the same way; None passes (`Annotated[float | None, Range(gt=0)]`).
+* Rules between a component's arguments (RandomScale's low <= high, a loss naming an existing
+  head) are declared once, in the component's `check_config(resolved)` static method, which
+  raises InvalidValue(key within the component, problem); validation reports it as the other
+  errors, so a config that cannot mean what it says is refused before a run starts.
+* A YAML mapping that names a key twice is refused with both lines (PyYAML would keep the last
+  silently, dropping a whole `train:` block).
+* An override that changes a component's `type` (`ground.type=RansacPlane`) replaces its mapping,
+  as a `_base_` child does: the old type's arguments are dropped, not blamed on their file.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import copy
 import dataclasses
 import difflib
@@ -36,7 +46,7 @@ from voxseg import atomic
 from voxseg.errors import ConfigError
 from voxseg.registry import find_component
 
-__all__ = ["Component", "Inject", "Range", "LoadedConfig", "load", "validate", "dump", "ConfigError"]
+__all__ = ["Component", "Inject", "Range", "InvalidValue", "LoadedConfig", "load", "validate", "dump", "ConfigError"]
 
 _COMPONENT_MARK = "voxseg.component"
 #: Annotation of a config value that is a registered component: a mapping with a `type` key.
@@ -100,6 +110,16 @@ class Range:
         return ""
 
 
+class InvalidValue(ValueError):
+    """A value its type and Range allow but the rest of its component does not, raised by the
+    component's `check_config(resolved)`: `key` is dotted within the component (`loss_weights.ce`),
+    and validation reports `FILE: model.loss_weights.ce: problem`."""
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key}: {problem}")
+        self.key, self.problem = key, problem
+
+
 @dataclasses.dataclass
 class LoadedConfig:
     data: dict[str, Any]
@@ -134,7 +154,9 @@ def _load_file(path: Path, stack: tuple[Path, ...]) -> tuple[dict, dict[str, str
         where = f" (a _base_ of {_display(stack[-1])})" if stack else ""
         raise ConfigError(f"{shown}: config file not found{where}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{shown}: line {exc.line}: duplicate key {exc.key!r} (first at line {exc.first})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
@@ -156,6 +178,33 @@ def _load_file(path: Path, stack: tuple[Path, ...]) -> tuple[dict, dict[str, str
     _record_sources(raw, shown, "", own_sources)
     _merge(data, sources, raw, own_sources, prefix="")
     return data, sources
+
+
+class _DuplicateKey(Exception):
+    """Raised by _UniqueKeyLoader; _load_file names the file."""
+
+    def __init__(self, key: Any, line: int, first: int):
+        super().__init__(key, line, first)
+        self.key, self.line, self.first = key, line, first
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping, at any depth (the YAML spec
+    requires unique keys; PyYAML would keep the last value and drop the first silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may repeat the keys it merges
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, collections.abc.Hashable):
+                continue  # SafeLoader refuses it below
+            if key in first_line:
+                raise _DuplicateKey(key, line, first_line[key])
+            first_line[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def _display(path: Path) -> str:
@@ -210,7 +259,12 @@ def _apply_override(data: dict, sources: dict[str, str], item: str) -> None:
             if not isinstance(node, (dict, list)):
                 raise ConfigError(f"{COMMAND_LINE}: {'.'.join(parts[: i + 1])} is a value, cannot set {key}")
     last = parts[-1]
-    if isinstance(node, list):
+    if last == "type" and isinstance(node, dict) and len(parts) > 1 and node.get("type", value) != value:
+        # another component: its mapping is replaced, as a _base_ child that changes the type replaces it
+        node.clear()
+        node["type"] = value
+        key, value = ".".join(parts[:-1]), node
+    elif isinstance(node, list):
         _list_item(node, last, key)
         node[int(last)] = value
     else:
@@ -292,6 +346,12 @@ def _check_component(value: Any, key: str, cfg: LoadedConfig, injected: typing.S
             out[name] = copy.deepcopy(param.default)
         else:
             raise _error(cfg, key, f"missing required key '{name}' for {owner}")
+    check_config = getattr(cls, "check_config", None)
+    if check_config is not None:
+        try:
+            check_config(out)
+        except InvalidValue as exc:
+            raise _error(cfg, f"{key}.{exc.key}", exc.problem) from None
     return out
 
 
@@ -311,6 +371,11 @@ def _check_value(value: Any, ann: Any, key: str, cfg: LoadedConfig, injected: ty
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise _error(cfg, key, f"expected a mapping of names to components, got {_describe(value)}")
         return {k: _check_component(v, f"{key}.{k}", cfg, injected) for k, v in value.items()}
+    if origin is dict and len(args) == 2 and _ranges(args[1]):
+        if not isinstance(value, dict) or not all(_matches(k, args[0]) for k in value):
+            raise _error(cfg, key, f"expected a mapping of {_type_name(args[0])} to {_type_name(args[1])}, "
+                                   f"got {_describe(value)}")
+        return {k: _check_value(v, args[1], f"{key}.{k}", cfg) for k, v in value.items()}
     if isinstance(value, str) and _SCIENTIFIC.match(value) and _matches(1.0, ann) and not _matches(value, ann):
         value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
     if not _matches(value, ann):

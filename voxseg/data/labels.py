@@ -126,6 +126,14 @@ class LabelConfig:
         lut[keys] = np.fromiter(self.learning_map.values(), dtype=np.int64)
         return lut[np.asarray(raw, dtype=np.int64) & 0xFFFF]
 
+    def unknown_raw_ids(self, raw: np.ndarray) -> dict[int, int]:
+        """{class id: number of points} for the lower 16 bits of `raw` that `learning_map` does not
+        list, ascending (raw_to_learn would map them to 0, unlabeled, without a word)."""
+        counts = np.bincount(np.asarray(raw, dtype=np.int64).reshape(-1) & 0xFFFF, minlength=0x10000)
+        counts[np.fromiter(self.learning_map, dtype=np.int64)] = 0
+        unknown = np.flatnonzero(counts)
+        return dict(zip(unknown.tolist(), counts[unknown].tolist()))
+
     def learn_to_train(self, learn: np.ndarray) -> np.ndarray:
         lut = np.full(self.num_learn_classes, -1, dtype=np.int64)
         lut[self.evaluated] = np.arange(self.num_classes)

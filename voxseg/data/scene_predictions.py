@@ -3,7 +3,9 @@ evaluate_semantic_label.py and evaluate_semantic_instance.py read:
 
     OUT/semantic/NAME.txt      one raw class id per point, one per line (ScanNet: the NYU40 id)
     OUT/instance/NAME.txt      one line per predicted instance: "LEAF/KKK.txt LABEL CONFIDENCE",
-                               LABEL the raw id of the class most of its points are predicted as
+                               LABEL the raw id of the class most of its points are predicted as,
+                               CONFIDENCE the shortest decimal that reads back as the same
+                               float (repr), so no rounding ties or reorders instances for AP
     OUT/instance/NAME/KKK.txt  instance KKK's mask: one 0 or 1 per point, one per line
 
 NAME is the sample's name: a ScanNet scene (scene0707_00), or Area_N/ROOM for S3DIS; LEAF its last
@@ -64,7 +66,7 @@ def write_scene(folder: Path, name: str, semantic_raw: np.ndarray, instances: li
     lines = []
     for k, (mask, label, confidence) in enumerate(instances):
         (masks / f"{k:03d}.txt").write_bytes(_mask_bytes(mask))
-        lines.append(f"{masks.name}/{k:03d}.txt {label} {confidence:.6f}\n")
+        lines.append(f"{masks.name}/{k:03d}.txt {label} {float(confidence)!r}\n")
     listing.write_text("".join(lines))
 
 

@@ -5,15 +5,27 @@ per-point arrays (`intensity`, `segment`, `instance`, ...) that must stay aligne
 transforms that drop points index every per-point key (voxseg.data.keys). Transforms run before
 the dataset derives `feat`, so they only move or drop points. Randomness comes from the `rng` the
 dataset passes in, so a seeded run is repeatable.
+
+Parameters carry their valid ranges (voxseg.config.Range) and RandomScale checks low <= high
+(`check_config`), so a config that would augment nonsense (NaN angles, negative noise, a crop
+that leaves no points) is refused when it is validated, naming the file and key.
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import numpy as np
 
+from voxseg.config import InvalidValue, Range
 from voxseg.data.keys import is_point_key
 from voxseg.errors import ConfigError
 from voxseg.registry import TRANSFORMS
+
+#: RangeCrop's smallest radius. A LiDAR sees little within a few metres of itself (the vehicle
+#: and the mount: the synthetic sensor's min_range is 2.5 m, preprocessing/odometry.py drops
+#: returns within 3 m), so a smaller crop leaves scans empty ("cannot voxelize an empty batch").
+MIN_CROP_RANGE = 5.0
 
 
 def _keep(sample: dict, mask: np.ndarray) -> dict:
@@ -25,7 +37,7 @@ def _keep(sample: dict, mask: np.ndarray) -> dict:
 class RandomRotateZ:
     """Rotate about the vertical axis by an angle uniform in [-max_deg, max_deg]."""
 
-    def __init__(self, max_deg: float = 180.0):
+    def __init__(self, max_deg: Annotated[float, Range(ge=0)] = 180.0):
         self.max_rad = np.deg2rad(max_deg)
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
@@ -39,7 +51,7 @@ class RandomRotateZ:
 class RandomFlip:
     """Mirror x and/or y, each with probability p."""
 
-    def __init__(self, p: float = 0.5):
+    def __init__(self, p: Annotated[float, Range(ge=0, le=1)] = 0.5):
         self.p = p
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
@@ -49,10 +61,16 @@ class RandomFlip:
 
 @TRANSFORMS.register()
 class RandomScale:
-    """Scale all coordinates by one factor uniform in [low, high]."""
+    """Scale all coordinates by one factor uniform in [low, high] (0 < low <= high)."""
 
-    def __init__(self, low: float = 0.95, high: float = 1.05):
+    def __init__(self, low: Annotated[float, Range(gt=0)] = 0.95, high: Annotated[float, Range(gt=0)] = 1.05):
+        self.check_config({"low": low, "high": high})
         self.low, self.high = low, high
+
+    @staticmethod
+    def check_config(cfg: dict) -> None:
+        if cfg["low"] > cfg["high"]:
+            raise InvalidValue("low", f"must be <= high ({cfg['high']!r}), got {cfg['low']!r}")
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         return {**sample, "coord": sample["coord"] * np.float32(rng.uniform(self.low, self.high))}
@@ -62,7 +80,7 @@ class RandomScale:
 class RandomJitter:
     """Add Gaussian noise (sigma metres, clipped at clip) to every coordinate."""
 
-    def __init__(self, sigma: float = 0.01, clip: float = 0.05):
+    def __init__(self, sigma: Annotated[float, Range(ge=0)] = 0.01, clip: Annotated[float, Range(ge=0)] = 0.05):
         self.sigma, self.clip = sigma, clip
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
@@ -72,9 +90,10 @@ class RandomJitter:
 
 @TRANSFORMS.register()
 class RangeCrop:
-    """Keep the points within `max_range` metres of the sensor (horizontal distance)."""
+    """Keep the points within `max_range` metres of the sensor (horizontal distance; at least
+    MIN_CROP_RANGE)."""
 
-    def __init__(self, max_range: float = 50.0):
+    def __init__(self, max_range: Annotated[float, Range(ge=MIN_CROP_RANGE)] = 50.0):
         self.max_range = max_range
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:

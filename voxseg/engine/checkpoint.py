@@ -7,6 +7,13 @@ torch's CPU generator, every CUDA device's, numpy's and Python's global ones, an
 loader's generator. Data augmentation draws from a numpy generator seeded by (seed, epoch,
 scan index) and the sampler's order by (seed, epoch), so batches do not depend on when a run
 stopped.
+
+A voxseg checkpoint is a dict with the run's resolved `config` and its `model` tensors; every
+file a run writes (last.pt, best.pt, ema.pt, a pretraining's encoder.pt) is one, and `load`
+refuses anything else in one line. The config records what a backbone was built for: its type
+and input channels (`model.backbone`) and the input features (`data.train.features`, filled
+with the dataset's default when a config leaves them out), which `load_backbone` compares with
+the model it loads into (see there).
 """
 
 from __future__ import annotations
@@ -68,15 +75,39 @@ def save(path: str | os.PathLike, trainer, config: dict) -> None:
 
 
 def load(path: str | os.PathLike) -> dict:
-    """A checkpoint, migrated to the current format."""
+    """A voxseg checkpoint (module docstring), migrated to the current format; anything else
+    (a truncated or empty file, random bytes, a bare state dict) is one VoxsegError line."""
     path = Path(path)
     if not path.is_file():
         raise VoxsegError(f"{path}: checkpoint not found")
     try:
         data = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # a truncated or foreign file: say which
-        raise VoxsegError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
-    return migrate(data) if isinstance(data, dict) and "config" in data else data
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no detail"
+        raise VoxsegError(f"{path}: not a voxseg checkpoint ({type(exc).__name__}: {reason})") from None
+    if not isinstance(data, dict):
+        raise VoxsegError(f"{path}: not a voxseg checkpoint (it holds a {type(data).__name__}, "
+                          "not a dict with the run's config and model)")
+    absent = [key for key in ("config", "model") if not isinstance(data.get(key), dict)]
+    if absent:
+        raise VoxsegError(f"{path}: not a voxseg checkpoint (no {' and no '.join(absent)} dict; voxseg's runs "
+                          "write checkpoints/*.pt with the run's config and model)")
+    return migrate(data)
+
+
+def load_predictor(path: str | os.PathLike) -> dict:
+    """A checkpoint to predict with (tools/infer.py): a fine-tuning run's, whose model has heads.
+    A pretraining run's checkpoint (encoder.pt: the backbone alone; last.pt: the backbone with
+    the pretraining modules) has none: one line says so and what to pass instead."""
+    data = load(path)
+    model = data["config"].get("model", {})
+    if "heads" in model:
+        return data
+    encoder = all(k.startswith("backbone.") for k in data["model"])
+    held = "backbone only" if encoder else "backbone and pretraining modules"
+    raise VoxsegError(f"{path}: a pretraining checkpoint of {model.get('type')} ({held}) has no heads to predict "
+                      f"with; fine-tune it first (tools/finetune.py --pretrained {path}) and pass that run's "
+                      "checkpoints/best.pt")
 
 
 def migrate(data: dict) -> dict:
@@ -134,42 +165,103 @@ def config_differences(saved: dict, current: dict, prefix: str = "") -> list[str
     return keys
 
 
+@dataclass(frozen=True)
+class BackboneRecord:
+    """What a backbone was built for, as a run's config records it (module docstring): its type,
+    input channels and input features (None where the config records none)."""
+
+    type: str | None
+    in_channels: int | None
+    features: tuple[str, ...] | None
+
+    @classmethod
+    def of_config(cls, config: dict) -> "BackboneRecord":
+        backbone = config.get("model", {}).get("backbone", {})
+        features = config.get("data", {}).get("train", {}).get("features")
+        return cls(backbone.get("type"), backbone.get("in_channels"), None if features is None else tuple(features))
+
+    def fits(self, model: "BackboneRecord") -> bool:
+        """Same type and input channels, and the same features in the same order; features that
+        either side does not record (a config written by hand) are not compared."""
+        return ((self.type, self.in_channels) == (model.type, model.in_channels)
+                and (self.features is None or model.features is None or self.features == model.features))
+
+    def __str__(self) -> str:
+        features = "not recorded" if self.features is None else f"[{', '.join(self.features)}]"
+        return f"{self.type} (in_channels {self.in_channels}, features {features})"
+
+
+PARTIAL_HINT = "pass --allow-partial-pretrained to load the matching tensors anyway"
+
+
 @dataclass
 class LoadReport:
     loaded: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # in the model, not in the file
     unexpected: list[str] = field(default_factory=list)  # in the file, not in the model
     mismatched: list[str] = field(default_factory=list)  # in both, different shapes: not loaded
+    allowed: str = ""  # the misfit a partial load was allowed despite (--allow-partial-pretrained)
 
     def summary(self) -> str:
-        lines = [f"loaded {len(self.loaded)} backbone tensors"]
+        lines = [f"partial load allowed: {self.allowed}"] if self.allowed else []
+        lines.append(f"loaded {len(self.loaded)} backbone tensors")
         for name in ("missing", "unexpected", "mismatched"):
             keys = getattr(self, name)
             if keys:
-                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-                lines.append(f"{name} keys: {shown}")
+                lines.append(f"{name} keys: {shown(keys)}")
         return "\n".join(lines)
 
 
-def load_backbone(backbone: torch.nn.Module, path: str | os.PathLike) -> LoadReport:
-    """Load backbone weights from a voxseg checkpoint (its `backbone.*` tensors, from any model:
-    a pretraining run or another fine-tuning run) or from a bare backbone state dict."""
+def shown(items: list[str], limit: int = 8) -> str:
+    """The first `limit` items, comma-separated, and how many there are in all when more."""
+    return ", ".join(items[:limit]) + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+def load_backbone(backbone: torch.nn.Module, path: str | os.PathLike, model: BackboneRecord | None = None,
+                  allow_partial: bool = False) -> LoadReport:
+    """Load the `backbone.*` tensors of a voxseg checkpoint (a pretraining run's encoder.pt or
+    last.pt, or another fine-tuning run's checkpoint) into `backbone`, whose config record is
+    `model` (None: compare the tensors only).
+
+    Rule: the checkpoint's record (BackboneRecord.of_config of its config) must fit `model`, and
+    its tensors must be the backbone's, name for name and shape for shape; otherwise one
+    VoxsegError line names both sides and nothing is loaded. With `allow_partial` the tensors of
+    matching name and shape are loaded whatever differs (at least one must match), and the
+    report says what was left out."""
     data = load(path)
-    state = data.get("model", data) if isinstance(data, dict) else None
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise VoxsegError(f"{path}: holds no state dict of tensors")
     prefix = "backbone."
-    if any(k.startswith(prefix) for k in state):
-        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    state = {k[len(prefix):]: v for k, v in data["model"].items() if k.startswith(prefix)}
+    saved = BackboneRecord.of_config(data["config"])
+    if not state or saved.type is None:
+        raise VoxsegError(f"{path}: holds no backbone (no model.backbone in its config or no backbone.* tensors)")
     own = backbone.state_dict()
     report = LoadReport(
         missing=sorted(k for k in own if k not in state),
         unexpected=sorted(k for k in state if k not in own),
         mismatched=sorted(k for k in state if k in own and state[k].shape != own[k].shape),
     )
+    if model is not None and not saved.fits(model):
+        misfit = f"backbone {saved} does not fit the model's {model}"
+    elif report.missing or report.unexpected or report.mismatched:
+        misfit = (f"backbone tensors do not fit the model's {model or type(backbone).__name__}: "
+                  f"{tensor_misfit(report, state, own)}")
+    else:
+        misfit = ""
+    if misfit and not allow_partial:
+        raise VoxsegError(f"{path}: {misfit}; {PARTIAL_HINT}")
     usable = {k: v for k, v in state.items() if k in own and k not in report.mismatched}
     if not usable:
         raise VoxsegError(f"{path}: no tensor matches the backbone (is it a checkpoint of another architecture?)")
     backbone.load_state_dict(usable, strict=False)
-    report.loaded = sorted(usable)
+    report.loaded, report.allowed = sorted(usable), misfit
     return report
+
+
+def tensor_misfit(report: LoadReport, state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> str:
+    """`N missing (keys), N unexpected (keys), N of another shape (key file vs model, ...)`."""
+    parts = [f"{len(report.missing)} missing ({shown(report.missing, 3)})" if report.missing else "",
+             f"{len(report.unexpected)} unexpected ({shown(report.unexpected, 3)})" if report.unexpected else ""]
+    if report.mismatched:
+        shapes = [f"{k} {list(state[k].shape)} vs {list(own[k].shape)}" for k in report.mismatched]
+        parts.append(f"{len(shapes)} of another shape ({shown(shapes, 3)})")
+    return ", ".join(p for p in parts if p)

@@ -27,27 +27,31 @@ def cuda_usable() -> bool:
     return torch.cuda.is_available() and minkowski_has_cuda()
 
 
-def pick_device(name: str, local_rank: int | None = None) -> torch.device:
+def pick_device(name: str, local_rank: int | None = None, option: str = "train.device") -> torch.device:
     """`auto` | `cpu` | `cuda` | `cuda:N` as a torch.device, checked. `local_rank` (a process
-    started by torchrun) chooses the GPU of `auto` and `cuda`."""
+    started by torchrun) chooses the GPU of `auto` and `cuda`. `option` is what the user set the
+    name with (the config's `train.device`, a tool's `--device`): errors name it."""
     if name == "auto":
         name = "cuda" if cuda_usable() else "cpu"
+    choices = f"{option} must be auto, cpu, cuda or cuda:N, got {name!r}"
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+        raise ConfigError(choices) from None
     if device.type == "cpu":
         return device
     if device.type != "cuda":
-        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {name!r}")
+        raise ConfigError(choices)
+    use_cpu = f"{option} cpu" if option.startswith("--") else f"{option}=cpu"
     if not torch.cuda.is_available():
-        raise ConfigError(f"train.device is {name!r} but torch sees no CUDA GPU "
-                          f"(torch {torch.__version__}, CUDA {torch.version.cuda or 'none'})")
+        raise ConfigError(f"{option}: CUDA was requested ({name!r}) but torch.cuda.is_available() is False: torch "
+                          f"sees no CUDA GPU (torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}); "
+                          f"use {use_cpu}")
     if not minkowski_has_cuda():
-        raise ConfigError(f"train.device is {name!r} but MinkowskiEngine {ME.__version__} was built without CUDA; "
-                          f"{REBUILD_HINT}, or use train.device=cpu")
+        raise ConfigError(f"{option}: CUDA was requested ({name!r}) but MinkowskiEngine {ME.__version__} was built "
+                          f"without CUDA; {REBUILD_HINT}, or use {use_cpu}")
     if device.index is None:
         device = torch.device("cuda", local_rank or 0)
     if device.index >= torch.cuda.device_count():
-        raise ConfigError(f"train.device is {name!r} but only {torch.cuda.device_count()} GPU(s) are visible")
+        raise ConfigError(f"{option}: {name!r} but only {torch.cuda.device_count()} GPU(s) are visible")
     return device

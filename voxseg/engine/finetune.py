@@ -2,7 +2,8 @@
 
 Everything a run needs is checked before anything is written: the config (types and ranges),
 the output folder, on --resume the checkpoint and that the config matches it, the model
-against the label config and features, and every scan the run will read. A problem is one
+against the label config and features, the --pretrained checkpoint against the model
+(voxseg.engine.checkpoint.load_backbone), and every scan the run will read. A problem is one
 `error: FILE: problem` line (voxseg.errors) and the output folder is left as it was.
 
 Started by torchrun, the run trains data-parallel (voxseg.engine.distributed): every process
@@ -61,7 +62,7 @@ class TrainSection:
     min_lr_ratio: Annotated[float, Range(ge=0, le=1)] = 0.01
     grad_clip: Annotated[float, Range(ge=0)] = 10.0  # max gradient norm; 0 disables
     label_fraction: Annotated[float, Range(gt=0, le=1)] = 1.0  # train on this fraction of the labelled scans
-    seed: int = 0
+    seed: Annotated[int, Range(ge=0, lt=2**32)] = 0  # numpy seeds are 32-bit
     log_every: Annotated[int, Range(ge=1)] = 10
     val_every: Annotated[int, Range(ge=0)] = 0  # steps between validations; 0 = only at the end
     val_max_scans: Annotated[int, Range(ge=0)] = 0  # scans per intermediate validation (and "best"); 0 = all
@@ -183,12 +184,14 @@ def sync_batch_norm(model: torch.nn.Module, device: torch.device, ctx: distribut
     return torch.nn.SyncBatchNorm.convert_sync_batchnorm(ME.MinkowskiSyncBatchNorm.convert_sync_batchnorm(model))
 
 
-def run(cfg: dict, resume: bool = False, pretrained: str | None = None, allow_config_change: bool = False) -> dict:
+def run(cfg: dict, resume: bool = False, pretrained: str | None = None, allow_config_change: bool = False,
+        allow_partial_pretrained: bool = False) -> dict:
     """Fine-tune as `cfg` (resolved) says; returns the final validation metrics (on rank 0; an
-    empty dict on the other ranks of a torchrun)."""
+    empty dict on the other ranks of a torchrun). `pretrained` must fit the model unless
+    `allow_partial_pretrained` (voxseg.engine.checkpoint.load_backbone)."""
     ctx = distributed.from_env()
     try:
-        return _run(cfg, ctx, resume, pretrained, allow_config_change)
+        return _run(cfg, ctx, resume, pretrained, allow_config_change, allow_partial_pretrained)
     finally:
         distributed.teardown()
 
@@ -248,7 +251,8 @@ def processes_text(ctx: distributed.Context, device: torch.device, global_batch:
             f"global batch {global_batch}" if ctx.enabled else "")
 
 
-def _run(cfg: dict, ctx: distributed.Context, resume: bool, pretrained: str | None, allow_config_change: bool) -> dict:
+def _run(cfg: dict, ctx: distributed.Context, resume: bool, pretrained: str | None, allow_config_change: bool,
+         allow_partial_pretrained: bool) -> dict:
     train_cfg = cfg["train"]
     say = print if ctx.is_main else (lambda *a, **k: None)
     out, saved, device = start_run(cfg, ctx, resume, allow_config_change, pretrained)
@@ -261,6 +265,10 @@ def _run(cfg: dict, ctx: distributed.Context, resume: bool, pretrained: str | No
         model = sync_batch_norm(model, device, ctx)
     make_evaluator = lambda: EVALUATORS.build(cfg["evaluator"], labels=labels)  # noqa: E731
     check_model(model, labels, train_set, make_evaluator(), train_cfg)
+    report = None
+    if pretrained and saved is None:  # a resumed run continues from its checkpoint's weights
+        report = checkpoint.load_backbone(model.backbone, pretrained, checkpoint.BackboneRecord.of_config(cfg),
+                                          allow_partial_pretrained)
 
     names = [train_set.name(i) for i in range(len(train_set))]
     subset_file = out / "label_subset.txt"
@@ -298,8 +306,7 @@ def _run(cfg: dict, ctx: distributed.Context, resume: bool, pretrained: str | No
         *[HOOKS.build(h) for h in train_cfg["hooks"]],
         CheckpointHook(ckpt_dir, cfg, every=train_cfg["checkpoint_every"]),  # last: saves what the others did
     ]
-    if pretrained and saved is None:
-        report = checkpoint.load_backbone(model.backbone, pretrained)
+    if report is not None:
         say(f"pretrained weights from {pretrained}:\n{report.summary()}")
         if ctx.is_main:
             atomic.write_text(out / "pretrained.txt", f"{pretrained}\n{report.summary()}\n")

@@ -4,14 +4,17 @@ The run is fine-tuning's loop (voxseg.engine.trainer) on a pretraining model (vo
 `type: ISCC`) and a pair dataset (voxseg.data.pretrain_pairs, `type: ISCCPairs`), without labels,
 validation or an evaluator:
   - everything is checked before anything is written (config, output folder, on --resume the
-    checkpoint, the model against the data's features, every scan and group file), and a
-    problem is one `error: FILE: problem` line;
+    checkpoint, the model against the data's features, every scan and group file, and that the
+    first steps' pairs share a group: `check_shared_groups`), and a problem is one
+    `error: FILE: problem` line;
   - hooks: progress bar, TensorBoard (every loss term, the prototype usage entropy and the
     queue fill), the momentum teacher's update after every step, atomic checkpoints every
     `train.checkpoint_every` steps and on Ctrl-C / SIGTERM; `--resume` continues exactly;
   - torchrun trains data-parallel as fine-tuning does;
-  - at the end, `checkpoints/encoder.pt`: the student backbone's weights (`backbone.*`), which
-    `tools/finetune.py --pretrained` loads (so does `last.pt`).
+  - at the end, `checkpoints/encoder.pt`: the student backbone's weights (`backbone.*`) and the
+    run's config, which records the backbone's type, input channels and features, so that
+    `tools/finetune.py --pretrained` loads it only into a backbone it fits (so does `last.pt`;
+    voxseg.engine.checkpoint.load_backbone).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from voxseg.engine.finetune import (make_loader, make_output_dir, make_trainer, 
 from voxseg.engine.hooks import CheckpointHook, ProgressBarHook, TensorBoardHook
 from voxseg.engine.optim import ParamGroup, build_optimizer, build_scheduler
 from voxseg.engine.trainer import EpochSampler, Hook, Trainer
-from voxseg.errors import ConfigError
+from voxseg.errors import ConfigError, VoxsegError
 from voxseg.registry import DATASETS, HOOKS, MODELS
 
 
@@ -53,7 +56,7 @@ class PretrainTrainSection:
     warmup_steps: Annotated[int, Range(ge=0)] = 50
     min_lr_ratio: Annotated[float, Range(ge=0, le=1)] = 0.01
     grad_clip: Annotated[float, Range(ge=0)] = 10.0
-    seed: int = 0
+    seed: Annotated[int, Range(ge=0, lt=2**32)] = 0  # numpy seeds are 32-bit
     log_every: Annotated[int, Range(ge=1)] = 10
     checkpoint_every: Annotated[int, Range(ge=0)] = 100
     hooks: list[Component] = field(default_factory=list)
@@ -104,7 +107,8 @@ def encoder_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 class EncoderHook(Hook):
-    """Writes `checkpoints/encoder.pt` at the end: the student backbone for fine-tuning."""
+    """Writes `checkpoints/encoder.pt` at the end: the student backbone for fine-tuning, with the
+    run's config (what the backbone was built for: voxseg.engine.checkpoint.BackboneRecord)."""
 
     main_only = True
 
@@ -114,6 +118,29 @@ class EncoderHook(Hook):
     def after_train(self, trainer: Trainer) -> None:
         atomic.torch_save({"format": checkpoint.FORMAT, "step": trainer.step, "config": self.config,
                            "model": encoder_state(trainer.model)}, self.path)
+
+
+SHARED_GROUP_STEPS = 10  # the first steps whose pairs check_shared_groups reads
+
+
+def check_shared_groups(dataset, train_cfg: dict, global_batch: int) -> None:
+    """ISCC learns only from groups present in both views of a pair (voxseg.pretrain.iscc: its
+    contrastive terms pool shared groups, and its occupancy queries are cast from masked shared
+    groups); ISCCPairs sets every other id to -1. Pairs without one give loss and gradient
+    exactly 0. Reads the pairs of the first SHARED_GROUP_STEPS steps (at most max_steps and one
+    epoch) in the trainer's order (EpochSampler, epoch 0) until one shares a group (usually the
+    first); when none does the run would train nothing: VoxsegError naming those scans."""
+    steps = min(SHARED_GROUP_STEPS, train_cfg["max_steps"], len(dataset) // global_batch)
+    order = list(EpochSampler(len(dataset), train_cfg["seed"]))[:steps * global_batch]
+    pairs = []
+    for index in order:
+        sample = dataset[index]
+        if (sample["view1"]["group"] >= 0).any():
+            return
+        pairs.append(f"{sample['name']} with {sample['pair']}")
+    raise VoxsegError(f"{dataset.groups_root}: no group id appears in both views of any pair of the first {steps} "
+                      f"step(s) ({checkpoint.shown(pairs, 4)}), so ISCC would train nothing (loss and gradient 0); "
+                      "check preprocessing's groups (ground removal may have left one group per scan)")
 
 
 def run(cfg: dict, resume: bool = False, allow_config_change: bool = False) -> Path:
@@ -144,12 +171,14 @@ def _run(cfg: dict, ctx: distributed.Context, resume: bool, allow_config_change:
     if global_batch > len(dataset):
         raise ConfigError(f"train.batch_size {train_cfg['batch_size']} x {ctx.world_size} processes exceeds "
                           f"the {len(dataset)} scans of the pretraining data")
+    dataset.seed = train_cfg["seed"]
     if ctx.is_main:
         dataset.check(full=train_cfg["check_data"] == "full", progress=train_cfg["progress"])
+        if saved is None:  # a resumed run trained on these pairs already
+            check_shared_groups(dataset, train_cfg, global_batch)
         make_output_dir(out)  # every check passed: from here on the run writes
         cfglib.dump(cfg, out / "config.yaml")
     distributed.barrier(ctx)
-    dataset.seed = train_cfg["seed"]
     sampler = EpochSampler(len(dataset), train_cfg["seed"], ctx.rank, ctx.world_size)
     loader = make_loader(dataset, sampler, train_cfg, device)
     optimizer = build_optimizer(model, train_cfg)

@@ -1,22 +1,30 @@
 """Panoptic quality exactly as semantic-kitti-api defines it (`auxiliary/eval_np.py` PanopticEval,
-`evaluate_panoptic.py`).
+`evaluate_panoptic.py`), on every input: tested against a loop-based port of the api's
+`addBatchPanoptic` / `getPQ` on scans with instance ids on stuff, predictions of ignored classes
+and segments under `min_points` (tests/test_panoptic_metrics.py).
 
 Inputs are learn ids and instance ids (ints >= 0, the .label upper 16 bits). Per scan:
   1. points whose ground truth is an ignored class are removed;
-  2. a segment is a (class, instance id) pair of one scan, for ground truth and prediction alike;
-     instance 0 is an ordinary segment id (the api shifts ids by one), so a thing class's points
-     without an instance form one segment. Points predicted as an ignored class are in no segment;
-  3. stuff classes (evaluated, not `things`) are one segment per scan: their instance ids are
-     set to 0, as SemanticKITTI's labels have them (the api relies on that);
-  4. a predicted and a ground-truth segment of the same class match when IoU > 0.5 (a match is
-     unique at that threshold): TP, IoU summed;
-  5. unmatched segments of at least `min_points` points are FP (predicted) or FN (ground truth);
+  2. a segment is a (class, instance id) pair of one scan, for ground truth and prediction alike,
+     for thing and stuff classes alike: instance 0 is an ordinary segment id (the api shifts ids
+     by one), so a class's points without an instance form one segment. Instance ids on stuff
+     points are kept, as the api keeps them: a car predicted as road with its id kept is a road
+     segment of its own, and a ground-truth stuff class with several ids is several segments.
+     (SemanticKITTI's ground truth and voxseg's own predictions put no ids on stuff, so there
+     each stuff class is one segment per scan.) Points predicted as an ignored class are in no
+     segment;
+  3. a predicted and a ground-truth segment of the same class match when IoU > 0.5 (a match is
+     unique at that threshold): TP, IoU summed (per scan and class in the api's order, so that
+     sums are bit-identical);
+  4. unmatched segments of at least `min_points` points are FP (predicted) or FN (ground truth);
      smaller ones are neither.
 Per class over all scans: SQ = sum IoU / TP, RQ = TP / (TP + FP/2 + FN/2), PQ = SQ * RQ (0 for
 a class without TP, FP or FN). PQ, SQ, RQ average every evaluated class (absent ones count 0);
 pq_things / pq_stuff average the thing / stuff classes (NaN for an empty group); PQ-dagger
 averages PQ of things with the semantic IoU of stuff classes (semantic-kitti-api's confusion
-matrix over the same points, `ConfusionMatrix`).
+matrix over the same points, `ConfusionMatrix`, IoU = TP / max(union, 1e-15) as getSemIoU).
+evaluate_panoptic.py averages these groups over its own lists of class names, voxseg over learn
+ids in order: the same values, summed in another order (the last bit may differ).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ class PanopticQuality:
         self.things = [c for c in self.include if c in set(things)]
         self.stuff = [c for c in self.include if c not in set(things)]
         self.min_points = min_points
-        self.confusion = ConfusionMatrix(num_classes, self.ignore)
+        self.confusion = ConfusionMatrix(num_classes, self.ignore, padded_union=False)
         self.tp = np.zeros(num_classes, dtype=np.int64)
         self.fp = np.zeros(num_classes, dtype=np.int64)
         self.fn = np.zeros(num_classes, dtype=np.int64)
@@ -54,8 +62,6 @@ class PanopticQuality:
         self.confusion.update(sem_pred, sem_gt)
         keep = ~np.isin(sem_gt, self.ignore)
         sem_pred, inst_pred, sem_gt, inst_gt = sem_pred[keep], inst_pred[keep], sem_gt[keep], inst_gt[keep]
-        inst_pred = np.where(np.isin(sem_pred, self.stuff), 0, inst_pred)
-        inst_gt = np.where(np.isin(sem_gt, self.stuff), 0, inst_gt)
 
         segment = np.isin(sem_pred, self.include)  # points in a predicted segment
         pred_keys, pred_index, pred_size = np.unique((sem_pred << 32 | inst_pred)[segment],
@@ -69,7 +75,12 @@ class PanopticQuality:
         iou = inter / (pred_size[p] + gt_size[g] - inter)
         match = iou > MATCH_IOU
         self.tp += np.bincount(pred_class[p[match]], minlength=self.num_classes)
-        self.iou_sum += np.bincount(pred_class[p[match]], weights=iou[match], minlength=self.num_classes)
+        # the api adds np.sum of each class's matched IoUs, ordered by ground-truth instance id
+        by_gt = np.argsort(g[match], kind="stable")
+        matched_class, matched_iou = gt_class[g[match]][by_gt], iou[match][by_gt]
+        classes, first = np.unique(matched_class, return_index=True)
+        for c, ious in zip(classes.tolist(), np.split(matched_iou, first[1:])):
+            self.iou_sum[c] += np.sum(ious)
 
         pred_unmatched = np.ones(len(pred_keys), dtype=bool)
         pred_unmatched[p[match]] = False

@@ -10,7 +10,8 @@ predictions (`semantic_kitti.write_instance_scores`):
     PRED/sequences/NN/scores/FFFFFF.txt        "instance_id score" lines
 
 Without confidences (any scan added without them) the AP family is NaN; PQ and coverage do
-not need them.
+not need them. A class id that the label config does not list is refused, naming the file
+(voxseg.evaluation.semantic.check_known_ids).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from voxseg.data.labels import LabelConfig
 from voxseg.errors import DataFormatError
 from voxseg.evaluation.instance import InstanceAP, InstanceCoverage
 from voxseg.evaluation.panoptic import PanopticQuality
-from voxseg.evaluation.semantic import matched_label_files
+from voxseg.evaluation.semantic import check_known_ids, matched_label_files, read_known_label
 from voxseg.registry import EVALUATORS
 
 
@@ -113,9 +114,12 @@ class PanopticEvaluator:
 def evaluate_panoptic_arrays(pred_raw: list[np.ndarray], gt_raw: list[np.ndarray], labels: LabelConfig,
                              scores: list[dict[int, float]] | None = None, **options) -> dict:
     """Metrics for lists of per-scan .label arrays and, for AP, per-scan confidences (from Python,
-    without files); `options` go to PanopticEvaluator (min_points, min_region_size)."""
+    without files); `options` go to PanopticEvaluator (min_points, min_region_size). An unknown
+    class id is a DataFormatError naming `ground truth [i]` or `prediction [i]`."""
     evaluator = PanopticEvaluator(labels, **options)
     for i, (pred, gt) in enumerate(zip(pred_raw, gt_raw, strict=True)):
+        check_known_ids(gt, labels, f"ground truth [{i}]")
+        check_known_ids(pred, labels, f"prediction [{i}]")
         evaluator.add_raw(pred, gt, None if scores is None else scores[i])
     return evaluator.result()
 
@@ -124,31 +128,37 @@ def evaluate_panoptic_directories(gt_dir: str | os.PathLike, pred_dir: str | os.
                                   scores_dir: str | os.PathLike | None = None, **options) -> dict:
     """Metrics over every .label file of `gt_dir` against the same-named file of `pred_dir` and,
     with `scores_dir`, the same-named .txt confidences there (without: AP is NaN); `options`
-    go to PanopticEvaluator (min_points, min_region_size)."""
+    go to PanopticEvaluator (min_points, min_region_size). Besides the metrics: `num_scans`, and
+    `pred_instances`, the number of predicted instances (distinct ids > 0 per scan) in all files;
+    0 for semantic-only predictions, whose things PQ scores as one segment per class and scan."""
     files = matched_label_files(gt_dir, pred_dir)
     scores_dir = None if scores_dir is None else Path(scores_dir)
     if scores_dir is not None and not scores_dir.is_dir():
         raise DataFormatError(f"{scores_dir}: scores directory not found")
     evaluator = PanopticEvaluator(labels, **options)
+    pred_instances = 0
     for gt_file, pred_file in files:
-        gt = _read_packed(gt_file)
-        pred = _read_packed(pred_file)
+        gt = _read_packed(gt_file, labels)
+        pred = _read_packed(pred_file, labels)
         if len(pred) != len(gt):
             raise DataFormatError(f"{pred_file}: {len(pred)} predictions for the {len(gt)} points of {gt_file}")
+        instance_ids = np.unique(pred >> 16)
+        instance_ids = instance_ids[instance_ids > 0]
+        pred_instances += len(instance_ids)
         scores = None
         if scores_dir is not None:
             scores_file = scores_dir / f"{gt_file.stem}.txt"
             scores = sk.read_instance_scores(scores_file)
-            unscored = sorted(set((pred[pred >> 16 > 0] >> 16).tolist()) - set(scores))
+            unscored = sorted(set(instance_ids.tolist()) - set(scores))
             if unscored:
                 raise DataFormatError(f"{scores_file}: no score for instance(s) {unscored[:5]} of {pred_file}")
         evaluator.add_raw(pred, gt, scores)
-    return {**evaluator.result(), "num_scans": len(files)}
+    return {**evaluator.result(), "num_scans": len(files), "pred_instances": pred_instances}
 
 
-def _read_packed(path: Path) -> np.ndarray:
-    """A .label file as int64 values `instance << 16 | class`."""
-    semantic, instance = sk.read_label(path)
+def _read_packed(path: Path, labels: LabelConfig) -> np.ndarray:
+    """A .label file as int64 values `instance << 16 | class`; every class id listed in `labels`."""
+    semantic, instance = read_known_label(path, labels)
     return instance << 16 | semantic
 
 

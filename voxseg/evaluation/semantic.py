@@ -2,10 +2,18 @@
 
 One confusion matrix over all scans, indexed [prediction, ground truth] in learn ids. Points
 whose ground truth is an ignored class are removed (their column is zeroed). Per class:
-TP = diagonal, FP = row sum - TP, FN = column sum - TP, IoU = TP / (TP + FP + FN). The mean IoU
-averages over every non-ignored class, including classes absent from both ground truth and
-predictions (IoU 0), as the api does; `absent_classes` lists those so they can be spotted.
-Accuracy = sum(TP) / (sum over evaluated classes of TP + FP), the api's `getacc`.
+TP = diagonal, FP = row sum - TP, FN = column sum - TP, IoU = TP / (TP + FP + FN + 1e-15) as
+evaluate_semantics.py computes it (`auxiliary/np_ioueval.py` getIoU; evaluate_panoptic.py's
+`eval_np.py` getSemIoU divides by max(TP + FP + FN, 1e-15) instead: ConfusionMatrix follows
+either, bit for bit; the two differ in the last bits where a union is under about 10 points).
+The mean IoU averages over every non-ignored class, including classes absent from both ground
+truth and predictions (IoU 0), as the api does; `absent_classes` lists those so they can be
+spotted. Accuracy = sum(TP) / (sum over evaluated classes of TP + FP + 1e-15), the api's
+`getacc`.
+
+A class id that the label config does not list is refused (`check_known_ids`): the api's lookup
+table maps it to 0 (unlabeled, ignored) without a word, so a wrong label config or a corrupt file
+would score a fraction of the points.
 """
 
 from __future__ import annotations
@@ -20,9 +28,15 @@ from voxseg.data.labels import LabelConfig
 from voxseg.errors import DataFormatError
 from voxseg.registry import EVALUATORS
 
+EPS = 1e-15  # semantic-kitti-api's guard against 0 / 0
+
 
 class ConfusionMatrix:
-    def __init__(self, num_classes: int, ignore: list[int]):
+    """`padded_union`: IoU and accuracy divide by union + 1e-15 (np_ioueval, evaluate_semantics.py);
+    otherwise by max(union, 1e-15) (eval_np.PanopticEval, evaluate_panoptic.py)."""
+
+    def __init__(self, num_classes: int, ignore: list[int], padded_union: bool = True):
+        self.padded_union = padded_union
         self.num_classes = num_classes
         self.ignore = list(ignore)
         self.include = [c for c in range(num_classes) if c not in self.ignore]
@@ -43,18 +57,19 @@ class ConfusionMatrix:
         tp = np.diag(conf)
         return tp, conf.sum(axis=1) - tp, conf.sum(axis=0) - tp
 
+    def _divide(self, numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+        return numerator / (denominator + EPS if self.padded_union else np.maximum(denominator, EPS))
+
     def iou(self) -> np.ndarray:
         tp, fp, fn = self.stats()
-        union = tp + fp + fn
-        return np.divide(tp, union, out=np.zeros(len(tp)), where=union > 0)
+        return self._divide(tp, tp + fp + fn)
 
     def miou(self) -> float:
         return float(self.iou()[self.include].mean())
 
     def accuracy(self) -> float:
         tp, fp, _ = self.stats()
-        total = tp[self.include].sum() + fp[self.include].sum()
-        return float(tp.sum() / total) if total else 0.0
+        return float(self._divide(tp.sum(), tp[self.include].sum() + fp[self.include].sum()))
 
 
 @EVALUATORS.register()
@@ -79,7 +94,8 @@ class SemanticEvaluator:
         return format_table(result)
 
     def add_raw(self, pred_raw: np.ndarray, gt_raw: np.ndarray) -> None:
-        """Raw SemanticKITTI ids (upper 16 instance bits are dropped), as .label files hold them."""
+        """Raw SemanticKITTI ids (upper 16 instance bits are dropped), as .label files hold them;
+        ids the label config does not list become learn id 0 (check_known_ids refuses them first)."""
         self.confusion.update(self.labels.raw_to_learn(pred_raw), self.labels.raw_to_learn(gt_raw))
 
     def add_train(self, pred_train: np.ndarray, gt_train: np.ndarray) -> None:
@@ -105,10 +121,31 @@ class SemanticEvaluator:
         }
 
 
+def check_known_ids(raw: np.ndarray, labels: LabelConfig, source: str | os.PathLike) -> None:
+    """A DataFormatError `SOURCE: class id 999 (12 points) is not in LABEL_CONFIG` (every unknown
+    id in the one line) when the lower 16 bits of `raw` hold ids that `labels` does not list."""
+    unknown = labels.unknown_raw_ids(raw)
+    if unknown:
+        listed = ", ".join(f"{i} ({n} point{'' if n == 1 else 's'})" for i, n in unknown.items())
+        many = len(unknown) > 1
+        raise DataFormatError(f"{source}: class id{'s' if many else ''} {listed} {'are' if many else 'is'} "
+                              f"not in {labels.path}")
+
+
+def read_known_label(path: Path, labels: LabelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(raw class, instance id) of a .label file whose every class id `labels` lists (check_known_ids)."""
+    semantic, instance = sk.read_label(path)
+    check_known_ids(semantic, labels, path)
+    return semantic, instance
+
+
 def evaluate_arrays(pred_raw: list[np.ndarray], gt_raw: list[np.ndarray], labels: LabelConfig) -> dict:
-    """Metrics for lists of per-scan raw-id arrays (from Python, without files)."""
+    """Metrics for lists of per-scan raw-id arrays (from Python, without files); an unknown class
+    id is a DataFormatError naming `ground truth [i]` or `prediction [i]`."""
     evaluator = SemanticEvaluator(labels)
-    for pred, gt in zip(pred_raw, gt_raw, strict=True):
+    for i, (pred, gt) in enumerate(zip(pred_raw, gt_raw, strict=True)):
+        check_known_ids(gt, labels, f"ground truth [{i}]")
+        check_known_ids(pred, labels, f"prediction [{i}]")
         evaluator.add_raw(pred, gt)
     return evaluator.result()
 
@@ -130,12 +167,13 @@ def matched_label_files(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike) 
 
 
 def evaluate_directories(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, labels: LabelConfig) -> dict:
-    """Metrics over every .label file of `gt_dir` against the same-named file of `pred_dir`."""
+    """Metrics over every .label file of `gt_dir` against the same-named file of `pred_dir`; a
+    class id that `labels` does not list is a DataFormatError naming the file (check_known_ids)."""
     files = matched_label_files(gt_dir, pred_dir)
     evaluator = SemanticEvaluator(labels)
     for gt_file, pred_file in files:
-        gt, _ = sk.read_label(gt_file)
-        pred, _ = sk.read_label(pred_file)
+        gt, _ = read_known_label(gt_file, labels)
+        pred, _ = read_known_label(pred_file, labels)
         if len(pred) != len(gt):
             raise DataFormatError(f"{pred_file}: {len(pred)} predictions for the {len(gt)} points of {gt_file}")
         evaluator.add_raw(pred, gt)

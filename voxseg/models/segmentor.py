@@ -17,33 +17,58 @@ It returns a dict:
   heads          {head name: the head's raw outputs};
   pred           in evaluation: every head's per-point predictions merged (`segment`,
                  `instance`, `embedding`, `score`, ...); two heads may not predict the same key.
+
+`check_config` refuses, when the config is validated (voxseg.config) and again at build, what
+cannot train as written: no head, a loss whose `head` names no head, a loss weight that names no
+loss, two heads that declare the same predicted key (a head class's `predicts`; a head that
+declares none is checked at its first prediction). Loss weights are finite and >= 0: a negative
+weight trains to make its term worse.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated
 
 import torch.nn as nn
 
-from voxseg.config import Component, Inject
+from voxseg.config import Component, Inject, InvalidValue, Range
 from voxseg.registry import BACKBONES, HEADS, LOSSES, MODELS
 
 
 @MODELS.register()
 class Segmentor(nn.Module):
     def __init__(self, backbone: Component, heads: Annotated[dict[str, Component], Inject("in_channels")],
-                 losses: dict[str, Component] = {}, loss_weights: dict[str, float] = {}):
+                 losses: dict[str, Component] = {}, loss_weights: dict[str, Annotated[float, Range(ge=0)]] = {}):
         super().__init__()
-        if not heads:
-            raise ValueError("a Segmentor needs at least one head")
-        unknown = sorted(set(loss_weights) - set(losses))
-        if unknown:
-            raise ValueError(f"loss_weights names no loss term: {unknown}; terms: {sorted(losses)}")
+        self.check_config({"heads": heads, "losses": losses, "loss_weights": loss_weights})
         self.backbone = BACKBONES.build(backbone)
         self.heads = nn.ModuleDict({name: HEADS.build(cfg, in_channels=self.backbone.out_channels)
                                     for name, cfg in heads.items()})
         self.losses = nn.ModuleDict({name: LOSSES.build(cfg) for name, cfg in losses.items()})
         self.loss_weights = {name: float(loss_weights.get(name, 1.0)) for name in losses}
+
+    @staticmethod
+    def check_config(cfg: dict) -> None:
+        """The rules between heads, losses and loss weights (module docstring); InvalidValue names
+        the key at fault."""
+        heads, losses = cfg["heads"], cfg.get("losses", {})
+        if not heads:
+            raise InvalidValue("heads", "a Segmentor needs at least one head")
+        for name in cfg.get("loss_weights", {}):
+            if name not in losses:
+                raise InvalidValue(f"loss_weights.{name}", f"names no loss term; terms: {', '.join(losses) or 'none'}")
+        for name, loss in losses.items():
+            head = _argument(LOSSES.get(loss["type"]), loss, "head")
+            if head is not None and head not in heads:
+                raise InvalidValue(f"losses.{name}.head", f"{head!r} names no head; heads: {', '.join(heads)}")
+        predicted_by: dict[str, str] = {}
+        for name, head in heads.items():
+            for key in getattr(HEADS.get(head["type"]), "predicts", ()):
+                if key in predicted_by:
+                    raise InvalidValue(f"heads.{name}", f"predicts {key!r} as heads.{predicted_by[key]} does; "
+                                                        "a model has one head per prediction")
+                predicted_by[key] = name
 
     @property
     def num_classes(self) -> int | None:
@@ -79,3 +104,12 @@ class Segmentor(nn.Module):
     def _has_targets(self, batch: dict) -> bool:
         targets = [getattr(loss_fn, "target", None) for loss_fn in self.losses.values()]
         return all(t is None or t in batch for t in targets)
+
+
+def _argument(cls: type, cfg: dict, name: str):
+    """Argument `name` of the component `cfg` builds: its value, else the constructor's default;
+    None when the constructor takes no such argument."""
+    param = inspect.signature(cls).parameters.get(name)
+    if param is None:
+        return None
+    return cfg.get(name, None if param.default is inspect.Parameter.empty else param.default)

@@ -61,7 +61,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from voxseg.config import Component, Range
+from voxseg.config import Component, InvalidValue, Range
 from voxseg.engine.distributed import all_gather_rows
 from voxseg.pretrain.losses import (clustering_loss, cosine_scores, group_average, local_info_nce, occupancy_labels,
                                     occupancy_loss, prototype_entropy, shared_groups)
@@ -94,7 +94,7 @@ class ISCC(nn.Module):
         use_local: bool = True,
         use_global: bool = True,
         use_occupancy: bool = True,
-        loss_weights: dict[str, float] = {},
+        loss_weights: dict[str, Annotated[float, Range(ge=0)]] = {},
     ):
         """proj_hidden: the projection head's hidden width (None: the backbone's out_channels);
         queue_size: C rows of F_g (0: Sinkhorn on the batch alone); occupancy_range: d_max in
@@ -103,9 +103,7 @@ class ISCC(nn.Module):
         super().__init__()
         if not (use_local or use_global or use_occupancy):
             raise ValueError("ISCC needs at least one of use_local, use_global, use_occupancy")
-        unknown = sorted(set(loss_weights) - set(TERMS))
-        if unknown:
-            raise ValueError(f"loss_weights names no ISCC term: {unknown}; terms: {list(TERMS)}")
+        self.check_config({"loss_weights": loss_weights})
         self.momentum = momentum
         self.use_local, self.use_global, self.use_occupancy = use_local, use_global, use_occupancy
         self.local_temperature, self.cluster_temperature = local_temperature, cluster_temperature
@@ -131,6 +129,14 @@ class ISCC(nn.Module):
             if not self.voxel_size > 0:
                 raise ValueError(f"the occupancy term needs a backbone with a voxel_size, {backbone['type']} has none")
             self.decoder = OccupancyDecoder(channels, occupancy_bins, occupancy_hidden)
+
+    @staticmethod
+    def check_config(cfg: dict) -> None:
+        """Each loss weight names a term (voxseg.config validates it so, and the constructor again);
+        the weights' Range (>= 0) refuses a negative one, which would train to make its term worse."""
+        for name in cfg.get("loss_weights", {}):
+            if name not in TERMS:
+                raise InvalidValue(f"loss_weights.{name}", f"names no ISCC term; terms: {', '.join(TERMS)}")
 
     @torch.no_grad()
     def momentum_update(self) -> None:

@@ -69,6 +69,8 @@ class ASISHead(nn.Module):
     fine-tuning run checks they agree).
     """
 
+    predicts = ("segment", "segment_logits", "embedding", "instance", "instance_score")  # what `predict` returns
+
     def __init__(self, in_channels: int, num_classes: Annotated[int, Range(ge=1)], thing_classes: list[int],
                  channels: Annotated[int, Range(ge=1)] = 64, embed_dim: Annotated[int, Range(ge=1)] = 5,
                  semantic_awareness: bool = True, instance_fusion: bool = True,

@@ -90,6 +90,8 @@ class GroupingHead(nn.Module):
     "instance_score", "clique" (N,) 0.. per scan}.
     """
 
+    predicts = ("segment", "segment_logits", "embedding", "instance", "instance_score", "clique")  # `predict`'s keys
+
     def __init__(self, in_channels: int, num_classes: Annotated[int, Range(ge=1)], thing_classes: list[int],
                  channels: Annotated[int, Range(ge=1)] = 64, embed_dim: Annotated[int, Range(ge=1)] = 16,
                  stride: Annotated[int, Range(ge=1)] = 4, iterations: Annotated[int, Range(ge=1)] = 3,

@@ -105,6 +105,8 @@ class MPNetHead(nn.Module):
     `key_strength` is beta of eq. 2 (learned per read, from that start, with `learn_key_strength`).
     """
 
+    predicts = ("segment", "segment_logits", "embedding", "instance", "instance_score")  # what `predict` returns
+
     def __init__(self, in_channels: int, num_classes: Annotated[int, Range(ge=1)], thing_classes: list[int],
                  channels: Annotated[int, Range(ge=1)] = 64, embed_dim: Annotated[int, Range(ge=1)] = 5,
                  slots_per_class: Annotated[int, Range(ge=1)] = 150,

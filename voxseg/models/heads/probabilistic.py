@@ -163,6 +163,8 @@ class ProbabilisticEmbeddingHead(nn.Module):
     "segment_logits", "embedding" (mu), "instance" (-1 none, 0.. per scan), "instance_score"}.
     """
 
+    predicts = ("segment", "segment_logits", "embedding", "instance", "instance_score")  # what `predict` returns
+
     def __init__(self, in_channels: int, num_classes: Annotated[int, Range(ge=1)], thing_classes: list[int],
                  channels: Annotated[int, Range(ge=1)] = 64, embed_dim: Annotated[int, Range(ge=1)] = 3,
                  isotropic: bool = False, heteroscedastic: bool = True, deterministic: bool = False,

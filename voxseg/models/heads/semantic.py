@@ -16,6 +16,8 @@ class SemanticHead(nn.Module):
     """Class logits per point. Outputs {"logits" (N, K)}; predicts {"segment" (N,) train ids,
     "segment_logits" (N, K)}. Trained by a loss on "logits" (CrossEntropyLoss)."""
 
+    predicts = ("segment", "segment_logits")  # what `predict` returns
+
     def __init__(self, in_channels: int, num_classes: Annotated[int, Range(ge=1)],
                  dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0):
         super().__init__()
