@@ -97,7 +97,7 @@ def machine_info(device: str) -> dict:
     from voxseg.engine.device import pick_device
     from voxseg.sparse import ME
 
-    resolved = pick_device(device)
+    resolved = pick_device(device, option="--device")
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "minkowskiengine": ME.__version__, "device": str(resolved),

@@ -188,7 +188,7 @@ def main() -> None:
     rows = [r for row in args.rows for r in PRESETS.get(row, [row])]
     start = time.perf_counter()
     generate_dataset(data, SyntheticSpec())
-    device = pick_device(args.device)
+    device = pick_device(args.device, option="--device")
     results = {}
     for row in rows:
         twin = SAME_AS.get(row)
