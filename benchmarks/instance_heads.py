@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import voxseg.data.dataset  # noqa: E402,F401
+import voxseg.data.builtin  # noqa: E402,F401
 import voxseg.evaluation  # noqa: E402,F401
 import voxseg.models  # noqa: E402,F401
 from voxseg import sparse  # noqa: E402

@@ -2,14 +2,15 @@
 
 Selected in YAML under `grouping:` by type; each is a callable (N, 3) xyz -> (N,) int labels,
 0..K-1 numbered by decreasing size, -1 for noise.
-  * HDBSCANPoints: TARL's reference configuration, HDBSCAN on every point. A 12-scan window
-    holds ~0.5 M non-ground points and takes ~35 s.
+  * HDBSCANPoints: TARL's reference configuration, HDBSCAN on every point of the stacked
+    window.
   * VoxelHDBSCAN (default): HDBSCAN on the centroids of occupied voxels, labels propagated to
     the points of each voxel. Stacking 12 scans piles the same surfaces up, so 0.2 m voxels keep
     the geometry with ~10x fewer samples; uniform sample density then calls for a smaller
     min_samples, and `max_cluster_size` keeps EOM from picking one cluster that runs along a
-    whole street. The spanning tree is built on the 8-NN graph (knn_hdbscan). Measured by
-    benchmarks/preprocess.py against the reference: as pure, more complete, >20x faster.
+    whole street. The spanning tree is built on the 8-NN graph (knn_hdbscan).
+    benchmarks/preprocess.py compares it with the reference (purity, coverage, time, memory);
+    the figures are in docs/results.md.
 """
 
 from __future__ import annotations
@@ -76,12 +77,12 @@ def knn_hdbscan(points: np.ndarray, min_cluster_size: int, min_samples: int, max
     """HDBSCAN* labels (-1 noise) with the minimum spanning tree taken over the k-nearest-neighbour
     graph instead of all pairs.
 
-    The hdbscan package spends ~70% of a fit on its exact Boruvka MST of the mutual reachability
+    The hdbscan package spends most of a fit on its exact Boruvka MST of the mutual reachability
     distances max(core(a), core(b), |a - b|). On 3-D surface samples that MST's edges join near
     neighbours, so scipy's MST of the same distances on the 8-NN graph is the same tree in
-    practice and ~5x faster; the hierarchy, condensing and EOM selection (with max_cluster_size)
-    are the hdbscan package's own routines. Parts of the graph that share no edge are joined above
-    every real edge, so they split at the root as HDBSCAN would split them.
+    practice and faster (docs/results.md); the hierarchy, condensing and EOM selection (with
+    max_cluster_size) are the hdbscan package's own routines. Parts of the graph that share no
+    edge are joined above every real edge, so they split at the root as HDBSCAN would split them.
     core(a): distance to a's `min_samples`-th nearest other point, as hdbscan's Boruvka uses it.
     """
     from hdbscan._hdbscan_linkage import label

@@ -8,16 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SYNTHETIC_LABELS = ROOT / "configs" / "labels" / "synthetic.yaml"
-KITTI_LABELS = ROOT / "configs" / "labels" / "semantic-kitti.yaml"
-#: A small Segmentor config: MinkUNet14A (2 input channels, 0.5 m voxels), a 5-class semantic head, CE.
-SEGMENTOR = {
-    "type": "Segmentor",
-    "backbone": {"type": "MinkUNet14A", "in_channels": 2, "voxel_size": 0.5},
-    "heads": {"semantic": {"type": "SemanticHead", "num_classes": 5}},
-    "losses": {"ce": {"type": "CrossEntropyLoss", "head": "semantic"}},
-}
+from tests.helpers import ROOT
+
 
 
 @pytest.fixture(scope="session")

@@ -3,13 +3,11 @@ filtering and max (eq. 6), the exact kNN it stands on, and the head inside a Seg
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
 import torch
 
 from voxseg.models.heads.asis import ASISHead, neighbour_max
 from voxseg.models.knn import knn
-from voxseg.models.losses import DiscriminativeLoss
+from voxseg.models.losses.asis import DiscriminativeLoss
 
 
 # ----------------------------------------------------------------------------- discriminative loss
@@ -136,7 +134,7 @@ ASIS_MODEL = {
 
 
 def labelled_instance_batch(rng, sizes=(700, 500)):
-    from tests.test_backbone import random_batch
+    from tests.helpers import random_batch
 
     batch = random_batch(rng, sizes)
     batch["segment"] = torch.from_numpy(rng.integers(-1, 4, sum(sizes)))

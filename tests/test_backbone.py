@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 import voxseg.models  # noqa: F401  (registers the backbones)
+from tests.helpers import random_batch
 from voxseg import sparse
 from voxseg.models.backbones.minkunet import MinkUNetBase
 from voxseg.registry import BACKBONES
 
 EXPECTED_OUT = {"14A": 96, "14B": 128, "14C": 128, "14D": 384, "18A": 96, "18B": 128, "18C": 128, "18D": 384,
-                "34A": 64, "34B": 32, "34C": 96}
-EXPECTED_DEPTH = {"14": (1,) * 8, "18": (2,) * 8, "34": (2, 3, 4, 6, 2, 2, 2, 2)}
-
-
-def random_batch(rng, sizes=(1500, 900), channels=2, extent=12.0):
-    coord = np.concatenate([rng.uniform(-extent, extent, (n, 3)) for n in sizes]).astype(np.float32)
-    return {
-        "coord": torch.from_numpy(coord),
-        "feat": torch.from_numpy(rng.normal(size=(sum(sizes), channels)).astype(np.float32)),
-        "batch": torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)),
-    }
+                "34A": 64, "34B": 32, "34C": 96, "50": 384}
+EXPECTED_DEPTH = {"14": (1,) * 8, "18": (2,) * 8, "34": (2, 3, 4, 6, 2, 2, 2, 2), "50": (2, 3, 4, 6, 2, 2, 2, 2)}
 
 
 def test_family_is_registered_with_example_widths():
@@ -76,6 +67,51 @@ def test_voxelization_averages_and_slices_back():
     by_coord = {tuple(c.tolist()): f.item() for c, f in zip(voxels.C, voxels.F)}
     assert by_coord == {(0, 0, 0, 0): 2.0, (0, 2, 0, 0): 5.0}
     assert voxels.slice(field).F.squeeze(1).tolist() == [2.0, 2.0, 5.0]
+
+
+def minkunet_parameters(in_channels: int, bottleneck: bool, layers: tuple, planes: tuple, init_dim: int = 32) -> int:
+    """The parameter count of MinkowskiEngine's examples/minkunet.py network (without its final
+    classifier) from its depths and widths: convolutions k^3 * c_in * c_out without bias, batch
+    norm 2 * c; BasicBlock two 3^3 convolutions, Bottleneck 1^3, 3^3 and 1^3 to 4 * planes."""
+    conv = lambda k, a, b: k ** 3 * a * b  # noqa: E731
+    expansion = 4 if bottleneck else 1
+
+    def block(inplanes: int, p: int) -> int:
+        if bottleneck:
+            return conv(1, inplanes, p) + conv(3, p, p) + conv(1, p, 4 * p) + 2 * (p + p + 4 * p)
+        return conv(3, inplanes, p) + conv(3, p, p) + 2 * (p + p)
+
+    def stage(inplanes: int, p: int, blocks: int) -> int:
+        projection = conv(1, inplanes, p * expansion) + 2 * p * expansion if inplanes != p * expansion else 0
+        return projection + block(inplanes, p) + (blocks - 1) * block(p * expansion, p)
+
+    total, width = conv(5, in_channels, init_dim) + 2 * init_dim, init_dim
+    for s in range(4):  # encoder: a stride-2 convolution, then the stage
+        total += conv(2, width, width) + 2 * width + stage(width, planes[s], layers[s])
+        width = planes[s] * expansion
+    skips = [planes[2] * expansion, planes[1] * expansion, planes[0] * expansion, init_dim]
+    for s in range(4):  # decoder: a stride-2 transposed convolution, the skip concatenated, the stage
+        p = planes[4 + s]
+        total += conv(2, width, p) + 2 * p + stage(p + skips[s], p, layers[4 + s])
+        width = p * expansion
+    return total
+
+
+@pytest.mark.parametrize("name", ["MinkUNet14A", "MinkUNet34C", "MinkUNet50"])
+def test_parameter_count_follows_from_depths_and_widths(name):
+    cls = BACKBONES.get(name)
+    backbone = BACKBONES.build({"type": name, "in_channels": 2})
+    expected = minkunet_parameters(2, name == "MinkUNet50", cls.LAYERS, cls.PLANES)
+    assert sum(p.numel() for p in backbone.parameters()) == expected
+
+
+def test_minkunet50_runs_forward_and_backward_from_config(rng):
+    """The bottleneck network: 96 * 4 features per point, gradients to every parameter."""
+    backbone = BACKBONES.build({"type": "MinkUNet50", "in_channels": 2, "voxel_size": 0.5})
+    features = backbone(random_batch(rng, sizes=(300, 200))).point
+    assert features.shape == (500, 384) and torch.isfinite(features).all()
+    features.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in backbone.parameters())
 
 
 def test_input_checks(rng):

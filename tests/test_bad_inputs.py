@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import errno
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
-from tests.conftest import ROOT
-from tests.test_finetune import CONFIG, PRETRAIN_CONFIG, overrides
+from tests.helpers import FINETUNE_CONFIG, PRETRAIN_CONFIG, ROOT, cli, finetune_overrides
 from voxseg.data import semantic_kitti as sk
 from voxseg.engine import checkpoint, finetune, pretrain
 from voxseg.errors import ConfigError, DataFormatError, VoxsegError
@@ -28,15 +25,11 @@ def dataset_copy(tiny_dataset, tmp_path):
 
 
 def resolve(root, out, **extra):
-    return finetune.resolve(str(CONFIG), overrides(root, out, **extra))
+    return finetune.resolve(str(FINETUNE_CONFIG), finetune_overrides(root, out, **extra))
 
 
 def scan(root, sequence, frame):
     return sk.scan_path(root, sequence, f"{frame:06d}")
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
 
 
 def one_error_line(done, *fragments):
@@ -76,7 +69,7 @@ def test_nan_intensity_is_named(dataset_copy, tmp_path, monkeypatch):
     points = sk.read_scan(bad)
     points[7, 3] = np.nan
     sk.write_scan(bad, points)
-    done = cli("tools/finetune.py", "--config", str(CONFIG), *overrides(dataset_copy, tmp_path / "run"))
+    done = cli("tools/finetune.py", "--config", str(FINETUNE_CONFIG), *finetune_overrides(dataset_copy, tmp_path / "run"))
     one_error_line(done, f"{bad}: 1 of {len(points)} points have NaN or infinite intensities")
     assert not (tmp_path / "run").exists()
 
@@ -98,12 +91,12 @@ def test_label_count_mismatch_is_named(dataset_copy, tmp_path, monkeypatch):
 ])
 def test_bad_numbers_are_config_errors(override, message, tmp_path):
     with pytest.raises(ConfigError) as info:
-        finetune.resolve(str(CONFIG), [override])
+        finetune.resolve(str(FINETUNE_CONFIG), [override])
     assert str(info.value) == f"command line: {message}"
 
 
 def test_bad_number_on_the_command_line_is_one_line(tmp_path):
-    one_error_line(cli("tools/finetune.py", "--config", str(CONFIG), "train.batch_size=0"),
+    one_error_line(cli("tools/finetune.py", "--config", str(FINETUNE_CONFIG), "train.batch_size=0"),
                    "command line: train.batch_size: must be >= 1, got 0")
 
 
@@ -128,7 +121,7 @@ AUGMENT = "data.train.transforms"  # synthetic_minkunet14a: RangeCrop, RandomRot
 ])
 def test_configs_that_cannot_mean_what_they_say_are_config_errors(override, message):
     with pytest.raises(ConfigError) as info:
-        finetune.resolve(str(CONFIG), [override])
+        finetune.resolve(str(FINETUNE_CONFIG), [override])
     assert str(info.value) == f"command line: {message}"
 
 
@@ -145,7 +138,7 @@ def test_pretraining_configs_that_cannot_mean_what_they_say(override, message):
 
 def test_a_negative_loss_weight_in_a_file_stops_finetuning_before_it_writes(tmp_path):
     config = tmp_path / "negative.yaml"
-    config.write_text(f"_base_: {CONFIG}\nmodel:\n  loss_weights: {{ce: -1}}\n")
+    config.write_text(f"_base_: {FINETUNE_CONFIG}\nmodel:\n  loss_weights: {{ce: -1}}\n")
     done = cli("tools/finetune.py", "--config", str(config), f"output_dir={tmp_path / 'run'}")
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: {config.resolve()}: model.loss_weights.ce: must be >= 0, got -1"
@@ -162,7 +155,7 @@ def test_a_negative_iscc_loss_weight_stops_pretraining_before_it_writes(tmp_path
 
 def test_a_duplicated_train_block_stops_the_tool_naming_both_lines(tmp_path):
     config = tmp_path / "twice.yaml"
-    config.write_text(f"_base_: {CONFIG}\ntrain:\n  lr: 0.0123\noutput_dir: {tmp_path / 'run'}\n"
+    config.write_text(f"_base_: {FINETUNE_CONFIG}\ntrain:\n  lr: 0.0123\noutput_dir: {tmp_path / 'run'}\n"
                       "train:\n  max_steps: 5\n")
     done = cli("tools/finetune.py", "--config", str(config))
     assert done.returncode == 2

@@ -10,9 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.test_bad_inputs import cli
-from tests.test_finetune import CONFIG, PRETRAIN_CONFIG
+from tests.helpers import FINETUNE_CONFIG, PRETRAIN_CONFIG, ROOT, cli
 from voxseg.cli import parse_args_with_overrides
 
 PREPROCESS_CONFIG = ROOT / "configs" / "preprocess" / "default.yaml"
@@ -34,7 +32,7 @@ def test_overrides_are_taken_from_anywhere_on_the_line():
 
 
 @pytest.mark.parametrize("tool, args, message", [
-    ("finetune", ["--config", str(CONFIG), "output_dir=OUT", "--pretrained", "missing.pt", "train.batch_size=0"],
+    ("finetune", ["--config", str(FINETUNE_CONFIG), "output_dir=OUT", "--pretrained", "missing.pt", "train.batch_size=0"],
      "command line: train.batch_size: must be >= 1, got 0"),
     ("pretrain", ["--config", str(PRETRAIN_CONFIG), "output_dir=OUT", "--resume", "train.batch_size=0"],
      "command line: train.batch_size: must be >= 1, got 0"),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+
 import numpy as np
 import pytest
 
-from tests.conftest import SYNTHETIC_LABELS
+from tests.helpers import SYNTHETIC_LABELS
 from voxseg.data import semantic_kitti as sk
 from voxseg.data import transforms
 from voxseg.data.collate import collate
@@ -74,8 +77,24 @@ def test_features_follow_the_augmented_coordinates(tiny_dataset):
     assert np.allclose(feat[:, 2], 2 * raw[:, 2], rtol=1e-5) and not np.allclose(coord[:, :2], 2 * raw[:, :2])
 
 
-def test_check_accepts_a_good_dataset(tiny_dataset):
+def test_check_accepts_a_good_dataset(tiny_dataset, tmp_path, capsys):
     SemanticKITTI(str(tiny_dataset), str(SYNTHETIC_LABELS), sequences=[0, 1]).check(progress=False)
+    # it checks every scan: its progress bar counts nine, and a copy whose last scan is bad is refused
+    SemanticKITTI(str(tiny_dataset), str(SYNTHETIC_LABELS), sequences=[0, 1]).check(progress=True)
+    assert "9/9" in capsys.readouterr().err
+    root = tmp_path / "data"
+    shutil.copytree(tiny_dataset, root)
+    dataset = SemanticKITTI(str(root), str(SYNTHETIC_LABELS), sequences=[0, 1])
+    scan, label = sk.scan_path(root, 1, "000002"), sk.label_path(root, 1, "000002")
+    values = np.fromfile(scan, dtype=np.float32)
+    values[-1] = np.nan
+    values.tofile(scan)
+    dataset.check(full=False, progress=False)  # sizes alone are fine
+    with pytest.raises(DataFormatError, match=re.escape(f"{scan}: 1 of {len(values) // 4} points have NaN")):
+        dataset.check(progress=False)
+    label.write_bytes(label.read_bytes()[:-4])
+    with pytest.raises(DataFormatError, match=re.escape(f"{label}: {len(values) // 4 - 1} labels for a scan of")):
+        dataset.check(full=False, progress=False)
 
 
 def test_check_rejects_an_empty_scan(tmp_path):

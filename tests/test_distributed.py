@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT
-from tests.test_finetune import CONFIG, overrides
-from voxseg import sparse
-from voxseg.engine import checkpoint, device as device_lib, distributed, finetune
+from tests.helpers import FINETUNE_CONFIG, ROOT, finetune_overrides
+from voxseg import distributed, sparse
+from voxseg.engine import checkpoint, device as device_lib, finetune
 from voxseg.engine.inference import predict
 from voxseg.engine.trainer import EpochSampler
 from voxseg.errors import ConfigError, VoxsegError
@@ -101,7 +100,7 @@ def test_device_without_cuda_is_one_clear_error(monkeypatch):
 
 def test_sync_bn_on_cpu_is_a_config_error(tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    cfg = finetune.resolve(str(CONFIG), overrides(tiny_dataset, tmp_path / "run", **{"train.sync_bn": "true",
+    cfg = finetune.resolve(str(FINETUNE_CONFIG), finetune_overrides(tiny_dataset, tmp_path / "run", **{"train.sync_bn": "true",
                                                                                      "train.device": "cpu"}))
     with pytest.raises(ConfigError, match="train.sync_bn needs CUDA"):
         finetune.run(cfg)
@@ -131,13 +130,13 @@ def test_two_gloo_processes_train_like_one_with_the_same_global_batch(tiny_datas
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     ddp = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(ROOT / "tools" / "finetune.py"), "--config", str(CONFIG),
-         *overrides(tiny_dataset, tmp_path / "ddp", **extra)],
+         str(ROOT / "tools" / "finetune.py"), "--config", str(FINETUNE_CONFIG),
+         *finetune_overrides(tiny_dataset, tmp_path / "ddp", **extra)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stdout.count("training on 6 of 6 labelled scans") == 1  # rank 0 alone prints
     assert "2 processes (gloo), global batch 2" in ddp.stdout
-    single_cfg = finetune.resolve(str(CONFIG), overrides(tiny_dataset, tmp_path / "one", **extra,
+    single_cfg = finetune.resolve(str(FINETUNE_CONFIG), finetune_overrides(tiny_dataset, tmp_path / "one", **extra,
                                                          **{"train.batch_size": 2}))
     finetune.run(single_cfg)
 

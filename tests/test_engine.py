@@ -15,8 +15,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tests.conftest import ROOT
-from voxseg.engine import checkpoint, device as device_lib, distributed
+from tests.helpers import ROOT
+from voxseg import distributed
+from voxseg.engine import checkpoint, device as device_lib
 from voxseg.engine.ema import ModelEMA
 from voxseg.engine.interrupt import deferred_interrupts
 from voxseg.engine.optim import build_optimizer, build_scheduler, param_groups

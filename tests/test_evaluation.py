@@ -28,7 +28,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from voxseg.data import semantic_kitti as sk
 from voxseg.data.labels import LabelConfig
 from voxseg.errors import DataFormatError

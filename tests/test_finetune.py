@@ -12,28 +12,15 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import ROOT
+from tests.helpers import FINETUNE_CONFIG, PRETRAIN_CONFIG, ROOT, finetune_overrides
 from voxseg.engine import checkpoint, finetune, pretrain
 from voxseg.errors import VoxsegError
 
-CONFIG = ROOT / "configs" / "finetune" / "synthetic_minkunet14a.yaml"
-PRETRAIN_CONFIG = ROOT / "configs" / "pretrain" / "synthetic_minkunet14a_iscc.yaml"
 PARTIAL = "; pass --allow-partial-pretrained to load the matching tensors anyway"
 
 
-def overrides(root, out, **extra):
-    base = {
-        "data.root": str(root), "data.train.sequences": "[0]", "data.val.sequences": "[1]",
-        "model.backbone.voxel_size": 0.4, "train.batch_size": 1, "train.num_workers": 0, "train.max_steps": 6,
-        "train.warmup_steps": 2, "train.val_every": 3, "train.checkpoint_every": 2, "train.progress": "false",
-        "train.threads": 1, "output_dir": str(out),
-    }
-    base.update(extra)
-    return [f"{k}={v}" for k, v in base.items()]
-
-
 def run(root, out, resume=False, pretrained=None, **extra):
-    cfg = finetune.resolve(str(CONFIG), overrides(root, out, **extra))
+    cfg = finetune.resolve(str(FINETUNE_CONFIG), finetune_overrides(root, out, **extra))
     return cfg, finetune.run(cfg, resume=resume, pretrained=pretrained)
 
 
@@ -155,7 +142,7 @@ def test_allow_partial_pretrained_loads_the_matching_tensors(tiny_dataset, tmp_p
 
     # an [intensity] encoder into a [range] model: every tensor fits, the run says what it allowed
     out = tmp_path / "run"
-    cfg = finetune.resolve(str(CONFIG), overrides(tiny_dataset, out, **RANGE, **{"train.max_steps": 1,
+    cfg = finetune.resolve(str(FINETUNE_CONFIG), finetune_overrides(tiny_dataset, out, **RANGE, **{"train.max_steps": 1,
                                                                                    "train.val_every": 0}))
     finetune.run(cfg, pretrained=str(source), allow_partial_pretrained=True)
     assert (out / "pretrained.txt").read_text() == (
@@ -183,8 +170,8 @@ def test_cli_refuses_a_misfit_pretrained_backbone_in_one_line_and_leaves_the_fol
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_bytes(b"the user's own file\n")
-    done = subprocess.run([sys.executable, "tools/finetune.py", "--config", str(CONFIG), "--pretrained", str(source),
-                           *overrides(tiny_dataset, out)], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "tools/finetune.py", "--config", str(FINETUNE_CONFIG), "--pretrained", str(source),
+                           *finetune_overrides(tiny_dataset, out)], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr == (f"error: {source}: backbone MinkUNet18A (in_channels 1, features [intensity]) does not "
                            f"fit the model's MinkUNet14A (in_channels 1, features [intensity]){PARTIAL}\n")
@@ -194,7 +181,7 @@ def test_cli_refuses_a_misfit_pretrained_backbone_in_one_line_and_leaves_the_fol
 
 @pytest.mark.parametrize("bad", ["train.max_stepz=3", "model.backbone.voxel_size=fine"])
 def test_cli_config_errors_are_one_line(tmp_path, bad):
-    done = subprocess.run([sys.executable, "tools/finetune.py", "--config", str(CONFIG.relative_to(ROOT)), bad],
+    done = subprocess.run([sys.executable, "tools/finetune.py", "--config", str(FINETUNE_CONFIG.relative_to(ROOT)), bad],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert done.stderr.startswith("error: command line: ")
@@ -203,7 +190,7 @@ def test_cli_config_errors_are_one_line(tmp_path, bad):
 
 def test_cli_names_the_bad_file(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"_base_": str(CONFIG), "train": {"lr": "fast"}}))
+    bad.write_text(yaml.safe_dump({"_base_": str(FINETUNE_CONFIG), "train": {"lr": "fast"}}))
     done = subprocess.run([sys.executable, "tools/finetune.py", "--config", str(bad)], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2
     assert f"{bad}: train.lr: expected float, got str 'fast'" in done.stderr
@@ -213,7 +200,7 @@ def test_model_learns_a_scan(tiny_dataset, tmp_path, monkeypatch):
     """Forty steps on one scan take its point accuracy far above the majority class share."""
     monkeypatch.chdir(ROOT)
     out = tmp_path / "overfit"
-    cfg = finetune.resolve(str(CONFIG), overrides(
+    cfg = finetune.resolve(str(FINETUNE_CONFIG), finetune_overrides(
         tiny_dataset, out, **{"data.val.sequences": "[0]", "train.max_steps": 40, "train.val_every": 0,
                               "train.lr": 0.01, "train.warmup_steps": 5, "data.train.transforms": "[]",
                               "model.backbone.voxel_size": 0.3}))

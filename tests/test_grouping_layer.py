@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, SYNTHETIC_LABELS
+from tests.helpers import ROOT, check_instance_predictions_reproduce_the_run
 from voxseg import sparse
 from voxseg.evaluation import achievable_segmentation_accuracy
 from voxseg.models.grouping import DifferentiableGrouping, clique_neighbourhood, group
 from voxseg.models.heads.grouping import GroupingHead, merge_cliques, per_scan_ids
-from voxseg.models.losses_grouping import CliqueAffinityLoss, CliqueReconstructionLoss
+from voxseg.models.losses.grouping import CliqueAffinityLoss, CliqueReconstructionLoss
 
 D64 = torch.float64
 e = math.exp
@@ -311,7 +309,7 @@ def test_predict_merges_cliques_into_instances():
 # ----------------------------------------------------------------------------- backbone, config
 def test_grouping_backbone_shapes_and_gradients(rng):
     import voxseg.models  # noqa: F401
-    from tests.test_backbone import random_batch
+    from tests.helpers import random_batch
     from voxseg.registry import BACKBONES
 
     torch.manual_seed(0)
@@ -365,8 +363,6 @@ def overrides(root, out, **extra):
 
 
 def test_grouping_finetune_infer_evaluate(tiny_dataset, tmp_path, monkeypatch):
-    from voxseg.data import semantic_kitti as sk
-    from voxseg.data.labels import LabelConfig
     from voxseg.engine import finetune
 
     monkeypatch.chdir(ROOT)
@@ -394,31 +390,4 @@ def test_grouping_finetune_infer_evaluate(tiny_dataset, tmp_path, monkeypatch):
         single = achievable_segmentation_accuracy(np.zeros_like(clique), gt, sample["segment"] >= 0)
         assert single < asa <= 1.0 and asa > 0.9
 
-    pred = tmp_path / "pred"
-    done = subprocess.run([sys.executable, "tools/infer.py", "--checkpoint", str(out / "checkpoints" / "last.pt"),
-                           "--dataset", str(tiny_dataset), "--sequences", "01", "--out", str(pred)],
-                          cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    labels = LabelConfig.load(SYNTHETIC_LABELS)
-    things = {labels.learning_map_inv[c] for c in labels.things}
-    folder = pred / "sequences" / "01"
-    instances = 0
-    for frame in ("000000", "000001", "000002"):
-        semantic, instance = sk.read_label(folder / "predictions" / f"{frame}.label")
-        scores = sk.read_instance_scores(folder / "scores" / f"{frame}.txt")
-        assert set(np.unique(semantic[instance > 0]).tolist()) <= things
-        assert sorted(scores) == sorted(set(np.unique(instance).tolist()) - {0})
-        for i in scores:
-            assert len(np.unique(semantic[instance == i])) == 1 and 0 < scores[i] <= 1
-        instances += len(scores)
-    assert instances > 0  # the checks above ran
-
-    done = subprocess.run([sys.executable, "tools/evaluate.py", "--task", "panoptic",
-                           "--gt-labels", str(tiny_dataset / "sequences" / "01" / "labels"),
-                           "--pred-labels", str(folder / "predictions"), "--label-config", str(SYNTHETIC_LABELS),
-                           "--min-region-size", "5", "--out", str(tmp_path / "panoptic.json")],
-                          cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    scored = json.loads((tmp_path / "panoptic.json").read_text())
-    for key in ("pq", "miou"):  # the files reproduce the run's own final validation
-        assert (math.isnan(scored[key]) and math.isnan(metrics[key])) or scored[key] == pytest.approx(metrics[key], abs=1e-6)
+    check_instance_predictions_reproduce_the_run(out, tiny_dataset, tmp_path, {"panoptic": ("pq", "miou")})

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-from tests.read_only import read_only, snapshot
+from tests.helpers import ROOT, read_only, snapshot
 from voxseg.data.collate import collate
 from voxseg.data.dataset import SemanticKITTI  # noqa: F401  (registers the datasets as the engine does)
 from voxseg.data.labels import LabelConfig
@@ -139,11 +139,24 @@ def test_s3dis_cache_is_used_and_refreshed(s3dis_root, voxseg_cache, monkeypatch
     assert len(dataset[0]["coord"]) == 8
 
 
-def test_s3dis_check_accepts_good_rooms(s3dis_root):
+def test_s3dis_check_accepts_good_rooms(s3dis_root, capsys):
     root, _ = s3dis_root
     dataset = S3DIS(str(root), S3DIS_LABELS, areas=[1, 5])
     dataset.check(full=True, progress=False)
     dataset.check(full=False, progress=False)
+    # it checks every room, down to the last file of the last one: the bar counts two rooms, a
+    # malformed line there is found by parsing (full), an empty file by the quick check too
+    dataset.check(full=False, progress=True)
+    assert "2/2" in capsys.readouterr().err
+    last = root / "Area_5" / "hallway_2" / "Annotations" / "table_10.txt"
+    last.write_text("1.0 2.0 abc 4 5 6\n")
+    dataset.check(full=False, progress=False)
+    with pytest.raises(DataFormatError, match=re.escape(f"{last}: line 1: not a number")):
+        dataset.check(full=True, progress=False)
+    last.write_text("")
+    for full in (False, True):
+        with pytest.raises(DataFormatError, match=re.escape(f"{last}: empty annotation file (0 points)")):
+            dataset.check(full=full, progress=False)
 
 
 def test_s3dis_read_only_root_is_untouched_and_cached_outside(s3dis_root, voxseg_cache):
@@ -370,11 +383,27 @@ def test_scannet_later_object_wins_a_shared_segment(scannet_root):
     assert np.array_equal(sample["instance"], SCANNET_INSTANCE[:-1] + [2])
 
 
-def test_scannet_check_accepts_good_scenes(scannet_root):
+def test_scannet_check_accepts_good_scenes(scannet_root, capsys):
     root, _ = scannet_root
     dataset = ScanNet(str(root), SCANNET_LABELS, scenes=[SCENE, "scene0001_01"])
     dataset.check(full=True, progress=False)
     dataset.check(full=False, progress=False)
+    # it checks every scene: the bar counts two, a NaN vertex of the last one is found by reading
+    # it (full), its missing aggregation by the quick check too
+    dataset.check(full=False, progress=True)
+    assert "2/2" in capsys.readouterr().err
+    folder = root / "scans" / "scene0001_01"
+    xyz = np.zeros((len(SEGMENTS), 3), np.float32)
+    xyz[-1, 0] = np.nan
+    mesh = folder / "scene0001_01_vh_clean_2.ply"
+    write_ply(mesh, xyz, np.zeros_like(xyz, np.uint8))
+    dataset.check(full=False, progress=False)
+    with pytest.raises(DataFormatError, match=re.escape(f"{mesh}: NaN or infinite vertex")):
+        dataset.check(full=True, progress=False)
+    aggregation = folder / "scene0001_01.aggregation.json"
+    aggregation.unlink()
+    with pytest.raises(DataFormatError, match=re.escape(f"{aggregation}: file not found")):
+        dataset.check(full=False, progress=False)
 
 
 def _scannet_error(root, match, full=True):

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from voxseg import config as cfglib
 from voxseg.engine.checkpoint import FORMAT, load_backbone
 from voxseg.models.backbones.minkunet import MinkUNet14A

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.conftest import KITTI_LABELS, SYNTHETIC_LABELS
+from tests.helpers import KITTI_LABELS, SYNTHETIC_LABELS
 from voxseg.data.labels import LabelConfig
 from voxseg.errors import ConfigError
 

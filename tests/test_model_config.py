@@ -6,9 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import ROOT
-from tests.test_backbone import random_batch
-from tests.conftest import SEGMENTOR
+from tests.helpers import ROOT, SEGMENTOR, random_batch
 from voxseg.config import InvalidValue
 from voxseg.engine import finetune
 from voxseg.registry import HEADS, MODELS

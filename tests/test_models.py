@@ -11,8 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import voxseg.models  # noqa: F401  (registers backbones, heads, losses, models)
-from tests.conftest import ROOT, SEGMENTOR
-from tests.test_backbone import random_batch
+from tests.helpers import ROOT, SEGMENTOR, finetune_overrides, random_batch
 from voxseg.engine import checkpoint, finetune
 from voxseg.engine.trainer import Hook
 from voxseg.registry import HEADS, HOOKS, LOSSES, MODELS
@@ -96,12 +95,10 @@ class ToyRecorderHook(Hook):
 
 def test_toy_head_and_loss_train_and_predict(tiny_dataset, tmp_path, monkeypatch):
     """Registered in this file alone: chosen in YAML, trained, reported by name, predicted."""
-    from tests.test_finetune import overrides
-
     monkeypatch.chdir(ROOT)
     SEEN.clear()
     out = tmp_path / "toy"
-    cfg = finetune.resolve(str(ROOT / "configs/finetune/synthetic_minkunet14a.yaml"), overrides(
+    cfg = finetune.resolve(str(ROOT / "configs/finetune/synthetic_minkunet14a.yaml"), finetune_overrides(
         tiny_dataset, out, **{"train.max_steps": 3, "train.val_every": 0, "train.log_every": 1,
                               "model.heads.offset": "{type: ToyOffsetHead, hidden: 4}",
                               "model.losses.offset": "{type: ToyOffsetLoss}",
@@ -160,11 +157,9 @@ def test_format1_checkpoint_migrates(rng, tmp_path):
 @pytest.mark.parametrize("momentum", [0.0, 1.0])
 def test_ema_hook_from_yaml_writes_the_average(momentum, tiny_dataset, tmp_path, monkeypatch):
     """Momentum 0 keeps the latest weights, momentum 1 the initial ones: both exactly."""
-    from tests.test_finetune import overrides
-
     monkeypatch.chdir(ROOT)
     out = tmp_path / "ema"
-    cfg = finetune.resolve(str(ROOT / "configs/finetune/synthetic_minkunet14a.yaml"), overrides(
+    cfg = finetune.resolve(str(ROOT / "configs/finetune/synthetic_minkunet14a.yaml"), finetune_overrides(
         tiny_dataset, out, **{"train.max_steps": 2, "train.val_every": 0,
                               "train.hooks": f"[{{type: EMAHook, momentum: {momentum}}}]"}))
     finetune.run(cfg)

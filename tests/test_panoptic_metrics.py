@@ -16,7 +16,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from voxseg.data import semantic_kitti as sk
 from voxseg.data.labels import LabelConfig
 from voxseg.errors import DataFormatError

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 from preprocessing import pipeline
-from tests.conftest import ROOT
-from tests.read_only import read_only, snapshot
+from tests.helpers import ROOT, read_only, snapshot
 from voxseg.data import semantic_kitti as sk
 from voxseg.errors import DataFormatError, VoxsegError
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from preprocessing import pipeline
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from voxseg.data import groups as groups_lib
 from voxseg.engine import checkpoint, finetune, pretrain
 from voxseg.errors import VoxsegError

@@ -10,7 +10,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from preprocessing import pipeline
-from tests.conftest import ROOT, SYNTHETIC_LABELS
+from tests.helpers import ROOT, SYNTHETIC_LABELS
 from voxseg.data import groups as grouplib
 from voxseg.data import semantic_kitti as sk
 from voxseg.data.collate import collate

@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT, SYNTHETIC_LABELS
+from tests.helpers import ROOT, check_instance_predictions_reproduce_the_run
 from voxseg.models.heads.probabilistic import (DETERMINISTIC_LOG_SIGMA, ProbabilisticEmbeddingHead,
                                                bhattacharyya, greedy_cluster, log_bhattacharyya)
-from voxseg.models.losses_probabilistic import (CenterAwareScoreLoss, EntropyRegularizer,
+from voxseg.models.losses.probabilistic import (CenterAwareScoreLoss, EntropyRegularizer,
                                                 ProbabilisticInstanceLoss, instance_centres)
 
 D64 = torch.float64
@@ -275,7 +273,7 @@ def model_cfg(**head):
                                                  ({"deterministic": True, "embed_dim": 6}, 1)])
 def test_head_in_a_segmentor_trains_and_predicts(rng, variant, sigma_dims):
     import voxseg.models  # noqa: F401
-    from tests.test_backbone import random_batch
+    from tests.helpers import random_batch
     from voxseg.registry import MODELS
 
     torch.manual_seed(0)
@@ -353,8 +351,6 @@ def overrides(root, out, **extra):
 
 
 def test_probabilistic_finetune_infer_evaluate(tiny_dataset, tmp_path, monkeypatch):
-    from voxseg.data import semantic_kitti as sk
-    from voxseg.data.labels import LabelConfig
     from voxseg.engine import finetune
 
     monkeypatch.chdir(ROOT)
@@ -363,34 +359,7 @@ def test_probabilistic_finetune_infer_evaluate(tiny_dataset, tmp_path, monkeypat
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == 4 and {"pq", "ap", "ap50", "mwcov", "miou", "best_pq"} <= set(metrics)
 
-    pred = tmp_path / "pred"
-    done = subprocess.run([sys.executable, "tools/infer.py", "--checkpoint", str(out / "checkpoints" / "last.pt"),
-                           "--dataset", str(tiny_dataset), "--sequences", "01", "--out", str(pred)],
-                          cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    labels = LabelConfig.load(SYNTHETIC_LABELS)
-    things = {labels.learning_map_inv[c] for c in labels.things}
-    folder = pred / "sequences" / "01"
-    instances = 0
-    for frame in ("000000", "000001", "000002"):
-        semantic, instance = sk.read_label(folder / "predictions" / f"{frame}.label")
-        scores = sk.read_instance_scores(folder / "scores" / f"{frame}.txt")
-        assert set(np.unique(semantic[instance > 0]).tolist()) <= things
-        assert sorted(scores) == sorted(set(np.unique(instance).tolist()) - {0})
-        for i in scores:
-            assert len(np.unique(semantic[instance == i])) == 1 and 0 < scores[i] <= 1
-        instances += len(scores)
-    assert instances > 0  # with min_anchor_score 0 every scan has instances: the checks ran
-
-    done = subprocess.run([sys.executable, "tools/evaluate.py", "--task", "panoptic",
-                           "--gt-labels", str(tiny_dataset / "sequences" / "01" / "labels"),
-                           "--pred-labels", str(folder / "predictions"), "--label-config", str(SYNTHETIC_LABELS),
-                           "--min-region-size", "5", "--out", str(tmp_path / "panoptic.json")],
-                          cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    scored = json.loads((tmp_path / "panoptic.json").read_text())
-    for key in ("pq", "miou"):  # the files reproduce the run's own final validation
-        assert (math.isnan(scored[key]) and math.isnan(metrics[key])) or scored[key] == pytest.approx(metrics[key], abs=1e-6)
+    check_instance_predictions_reproduce_the_run(out, tiny_dataset, tmp_path, {"panoptic": ("pq", "miou")})
 
 
 def test_extdim_baseline_finetunes(tiny_dataset, tmp_path, monkeypatch):
@@ -404,3 +373,27 @@ def test_extdim_baseline_finetunes(tiny_dataset, tmp_path, monkeypatch):
     finetune.run(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == 2 and {"pq", "ap50", "miou"} <= set(metrics)
+    assert all(math.isfinite(metrics[key]) for key in ("pq", "ap50", "miou"))
+    # L_Ins and the center-aware loss trained, no L_Reg; the total is their sum (weights 1)
+    losses = metrics["train_losses"]
+    assert set(losses) == {"loss", "loss_ins", "loss_score"} and all(math.isfinite(v) for v in losses.values())
+    assert losses["loss_ins"] > 0 and losses["loss"] == pytest.approx(losses["loss_ins"] + losses["loss_score"], rel=1e-5)
+
+    # ExtDim's 6-D embedding and no sigma branch in the checkpoint; training moved the weights
+    import voxseg.data.dataset  # noqa: F401  (registers the datasets)
+    from voxseg.engine import checkpoint
+    from voxseg.engine.inference import predict
+    from voxseg.registry import DATASETS, MODELS
+
+    state = checkpoint.load(out / "checkpoints" / "last.pt")["model"]
+    assert state["heads.prob.center_branch.1.weight"].shape == (6, 64)
+    assert not any(key.startswith("heads.prob.sigma_branch.") for key in state)
+    torch.manual_seed(cfg["train"]["seed"])  # the run's initial weights
+    model = MODELS.build(cfg["model"])
+    assert not torch.equal(model.state_dict()["heads.prob.center_branch.1.weight"],
+                           state["heads.prob.center_branch.1.weight"])
+    model.load_state_dict(state)
+    val = DATASETS.build({**cfg["data"]["val"], "transforms": []}, root=tiny_dataset,
+                         label_config=cfg["data"]["label_config"])
+    [(_, scan, sample)] = predict(model, val, torch.device("cpu"), indices=[0])
+    assert scan["embedding"].shape == (len(sample["coord"]), 6) and np.isfinite(scan["embedding"]).all()

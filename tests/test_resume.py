@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT
-from tests.test_finetune import CONFIG, overrides
+from tests.helpers import FINETUNE_CONFIG, ROOT, finetune_overrides
 from voxseg.engine import checkpoint, finetune
 from voxseg.engine.trainer import Trainer
 
@@ -29,7 +28,7 @@ SETTINGS = {"train.max_steps": 8, "train.val_every": 3, "train.val_max_scans": 2
 
 
 def configure(root, out):
-    return finetune.resolve(str(CONFIG), overrides(root, out, **SETTINGS))
+    return finetune.resolve(str(FINETUNE_CONFIG), finetune_overrides(root, out, **SETTINGS))
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +167,8 @@ finetune.run(finetune.resolve(sys.argv[3], overrides))
 def test_sigkill_resumes_exactly(where, straight, tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-c", KILLED_RUN, where, json.dumps(overrides(tiny_dataset, out, **SETTINGS)),
-                           str(CONFIG)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", KILLED_RUN, where, json.dumps(finetune_overrides(tiny_dataset, out, **SETTINGS)),
+                           str(FINETUNE_CONFIG)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == -signal.SIGKILL, done.stderr
     saved = checkpoint.load(out / "checkpoints" / "last.pt")["step"]
     stale = list((out / "checkpoints").glob(".last.pt.*.tmp"))
@@ -194,9 +193,9 @@ def test_ctrl_c_from_a_terminal_with_loader_workers(tiny_dataset, tmp_path, monk
     the run saves the step it finished and exits 130 with no traceback; --resume continues."""
     monkeypatch.chdir(ROOT)
     out = tmp_path / "run"
-    args = overrides(tiny_dataset, out, **{"train.max_steps": 500, "train.num_workers": 1, "train.val_every": 0,
+    args = finetune_overrides(tiny_dataset, out, **{"train.max_steps": 500, "train.num_workers": 1, "train.val_every": 0,
                                            "train.checkpoint_every": 0})
-    run = subprocess.Popen([sys.executable, "tools/finetune.py", "--config", str(CONFIG), *args], cwd=ROOT,
+    run = subprocess.Popen([sys.executable, "tools/finetune.py", "--config", str(FINETUNE_CONFIG), *args], cwd=ROOT,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
@@ -209,7 +208,7 @@ def test_ctrl_c_from_a_terminal_with_loader_workers(tiny_dataset, tmp_path, monk
     assert "Traceback" not in stderr and stderr.rstrip().endswith("interrupted")
     step = checkpoint.load(out / "checkpoints" / "last.pt")["step"]
     assert 0 < step < 500 and f"checkpoint of step {step}" in stdout
-    cfg = finetune.resolve(str(CONFIG), overrides(tiny_dataset, out, **{
+    cfg = finetune.resolve(str(FINETUNE_CONFIG), finetune_overrides(tiny_dataset, out, **{
         "train.max_steps": step + 1, "train.num_workers": 1, "train.val_every": 0, "train.checkpoint_every": 0}))
     finetune.run(cfg, resume=True, allow_config_change=True)
     assert checkpoint.load(out / "checkpoints" / "last.pt")["step"] == step + 1

@@ -25,59 +25,21 @@ scene indoors) only when every scan succeeded, so a failure leaves earlier predi
 """
 
 import argparse
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from voxseg.cli import exit_on_interrupt, main_guard
 
 with exit_on_interrupt():
-    import numpy as np
-    from tqdm import tqdm
-
-    from voxseg.data import scene_predictions, semantic_kitti as sk
+    from voxseg.data import semantic_kitti as sk
     from voxseg.engine import checkpoint
     from voxseg.engine.device import pick_device
     from voxseg.engine.inference import predict
+    from voxseg.engine.prediction_files import has_instance_head, write_scenes, write_sequences
     from voxseg.errors import VoxsegError
     from voxseg.registry import DATASETS, MODELS
 
 
-FOLDERS = ("predictions", "scores")
 INDOOR = ("S3DIS", "ScanNet")  # dataset types whose predictions are written per scene
-
-
-def publish(staging: Path, out: Path, sequence: str) -> None:
-    """Swap the staged folders of a sequence in for the old ones (an old scores folder goes even
-    when the new model writes none, so scores never outlive their predictions)."""
-    for folder in FOLDERS:
-        target = sk.sequence_dir(out, sequence, must_exist=False) / folder
-        target.parent.mkdir(parents=True, exist_ok=True)
-        old = target.with_name(f".{folder}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            os.replace(target, old)
-        staged = sk.sequence_dir(staging, sequence, must_exist=False) / folder
-        if staged.exists():
-            os.replace(staged, target)
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def panoptic(pred: dict, num_points: int, point_index: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(raw semantic, instance ids 1.. or 0, {instance id: confidence}) for every point of the file."""
-    semantic = np.zeros(num_points, dtype=np.int64)
-    instance = np.zeros(num_points, dtype=np.int64)
-    if not num_points or "segment" not in pred:
-        return semantic, instance, {}
-    semantic[point_index] = labels.train_to_raw(pred["segment"])
-    if "instance" not in pred:
-        return semantic, instance, {}
-    instance[point_index] = pred["instance"] + 1
-    ids, first = np.unique(pred["instance"], return_index=True)
-    keep = ids >= 0
-    scores = {int(i) + 1: float(pred["instance_score"][f]) for i, f in zip(ids[keep], first[keep])}
-    return semantic, instance, scores
 
 
 def indoor_selection(args, val: dict) -> dict:
@@ -92,23 +54,6 @@ def indoor_selection(args, val: dict) -> dict:
     if args.scenes or args.split_file:
         picked.update(scenes=args.scenes, split_file=args.split_file)
     return picked
-
-
-def write_indoor(model, dataset, device, out: Path, staging: Path, instance_model: bool) -> None:
-    """Every scene into `staging`, then each published into `out` (voxseg.data.scene_predictions)."""
-    labels = dataset.label_config
-    for name, pred, sample in tqdm(predict(model, dataset, device), total=len(dataset), desc="infer", unit="scene"):
-        semantic, instance, scores = panoptic(pred, len(sample["point_index"]), sample["point_index"], labels)
-        instances = None
-        if instance_model:
-            train_ids = np.zeros(len(semantic), dtype=np.int64)
-            train_ids[sample["point_index"]] = pred.get("segment", 0)
-            classes = scene_predictions.instance_labels(train_ids, instance - 1)
-            instances = [(instance == k + 1, int(labels.train_to_raw(np.array([c]))[0]), scores[k + 1])
-                         for k, c in classes.items()]
-        scene_predictions.write_scene(staging, name, semantic, instances)
-    for name in dataset.items:
-        scene_predictions.publish_scene(staging, out, name)
 
 
 @main_guard
@@ -127,7 +72,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    import voxseg.data.dataset  # noqa: F401  (registers datasets and transforms)
+    import voxseg.data.builtin  # noqa: F401  (registers datasets and transforms)
     import voxseg.models  # noqa: F401
 
     device = pick_device(args.device, option="--device")
@@ -157,31 +102,10 @@ def main() -> None:
         raise VoxsegError(f"{labels.path}: defines {labels.num_classes} evaluated classes but {args.checkpoint} "
                           f"predicts {model.num_classes}; pass the label config it was trained with")
 
-    instance_model = any(hasattr(head, "thing_classes") for head in model.heads.values())
-
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
-    except OSError as exc:
-        raise VoxsegError(f"{out}: cannot write the output folder ({exc.strerror or exc})") from None
-    try:
-        if indoor:
-            write_indoor(model, dataset, device, out, staging, instance_model)
-            print(f"wrote {len(dataset)} scenes' predictions under {args.out}")
-            return
-        for name, pred, sample in tqdm(predict(model, dataset, device), total=len(dataset), desc="infer", unit="scan"):
-            sequence, frame = name.split("/")
-            semantic, instance, scores = panoptic(pred, len(sample["point_index"]), sample["point_index"], labels)
-            folder = sk.sequence_dir(staging, sequence, must_exist=False)
-            sk.write_label(folder / "predictions" / f"{frame}.label", semantic, instance)
-            if instance_model:
-                sk.write_instance_scores(folder / "scores" / f"{frame}.txt", scores)
-        for sequence in sorted({sequence for sequence, _ in dataset.frames}):
-            publish(staging, out, sequence)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    print(f"wrote {len(dataset)} prediction files under {args.out}")
+    write = write_scenes if indoor else write_sequences
+    write(predict(model, dataset, device), dataset, Path(args.out), has_instance_head(model))
+    print(f"wrote {len(dataset)} scenes' predictions under {args.out}" if indoor
+          else f"wrote {len(dataset)} prediction files under {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,19 @@
-"""Datasets (dataset.py), the SemanticKITTI format (semantic_kitti.py), class mappings
-(labels.py), augmentations (transforms.py) and batch collation (collate.py).
+"""Data: scan and label formats, datasets, augmentations and batch collation.
 
-Importing voxseg.data.dataset registers the datasets and transforms for YAML configs.
+    semantic_kitti     the SemanticKITTI file format (scans, labels, poses)
+    labels             class mappings (raw ids <-> train ids)
+    groups             the preprocessing's window group ids (tools/preprocess.py)
+    keys               which sample keys hold one row per point
+    lidar_features     the input features of a LiDAR point
+    transforms         augmentations (voxseg.registry.TRANSFORMS)
+    dataset            SemanticKITTI-format scans            } voxseg.registry.DATASETS
+    s3dis, scannet     the indoor datasets (indoor.py)       }
+    pretrain_pairs     ISCC's pairs of nearby scans          }
+    collate            batches of samples
+    scene_predictions  the indoor prediction files
+    builtin            imports every dataset and transform: the one place that registers them
+
+Importing voxseg.data.builtin registers the datasets and transforms for YAML configs. This
+package imports nothing, so that preprocessing and evaluation, which read the formats, do not
+import torch.
 """

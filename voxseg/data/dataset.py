@@ -12,16 +12,9 @@ from voxseg.config import Component
 from voxseg.data import semantic_kitti as sk
 from voxseg.data import transforms  # noqa: F401  (registers the transforms datasets build)
 from voxseg.data.labels import LabelConfig
+from voxseg.data.lidar_features import check_features, point_features
 from voxseg.errors import ConfigError
 from voxseg.registry import DATASETS, TRANSFORMS
-
-# point features, derived from a sample after its transforms ran: each (N, 1)
-FEATURES = {
-    "intensity": lambda sample: sample["intensity"],
-    "height": lambda sample: sample["coord"][:, 2:3],
-    "range": lambda sample: np.linalg.norm(sample["coord"], axis=1, keepdims=True),
-}
-
 
 @DATASETS.register()
 class SemanticKITTI(Dataset):
@@ -43,9 +36,7 @@ class SemanticKITTI(Dataset):
 
     def __init__(self, root: str, label_config: str, sequences: list[int | str], features: list[str] = ["intensity"],
                  transforms: list[Component] = [], labels: bool = True):
-        unknown = [f for f in features if f not in FEATURES]
-        if unknown:
-            raise ConfigError(f"unknown point feature(s) {unknown}; choose from {sorted(FEATURES)}")
+        check_features(features)
         self.root = Path(root)
         self.label_config = LabelConfig.load(label_config)
         self.features = list(features)
@@ -83,7 +74,7 @@ class SemanticKITTI(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         for transform in self.transforms:
             sample = transform(sample, rng)
-        sample["feat"] = np.concatenate([FEATURES[f](sample) for f in self.features], axis=1).astype(np.float32)
+        sample["feat"] = point_features(sample, self.features)
         return sample
 
     def check(self, full: bool = True, progress: bool = True, indices=None) -> None:
@@ -99,7 +90,3 @@ class SemanticKITTI(Dataset):
                 sk.label_size(sk.label_path(self.root, sequence, frame), num_points)
             if full:
                 sk.read_scan(scan)
-
-
-from voxseg.data import s3dis, scannet  # noqa: E402,F401  (register the indoor datasets, S3DIS and ScanNet)
-from voxseg.data import pretrain_pairs  # noqa: E402,F401  (registers ISCCPairs, the pretraining pairs)

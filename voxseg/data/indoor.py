@@ -16,6 +16,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from voxseg.config import Component
+from voxseg.data import transforms  # noqa: F401  (registers the transforms datasets build)
 from voxseg.data.keys import register_point_key
 from voxseg.data.labels import LabelConfig
 from voxseg.errors import ConfigError, DataFormatError

@@ -44,10 +44,11 @@ from tqdm import tqdm
 
 from voxseg.config import Component, Range
 from voxseg.data import semantic_kitti as sk
-from voxseg.data.dataset import FEATURES
+from voxseg.data import transforms  # noqa: F401  (registers the transforms the views build)
 from voxseg.data.groups import SequenceGroups
 from voxseg.data.keys import is_point_key, register_point_key
 from voxseg.data.labels import LabelConfig
+from voxseg.data.lidar_features import check_features, point_features
 from voxseg.errors import ConfigError, DataFormatError
 from voxseg.registry import DATASETS, TRANSFORMS
 
@@ -77,9 +78,7 @@ class ISCCPairs(Dataset):
                  max_query_points: Annotated[int, Range(ge=0)] = 1024,
                  surface_distance: Annotated[float, Range(gt=0)] = 0.1,
                  groups_root: str | None = None, group_params: dict = {}, labels: bool = False):
-        unknown = [f for f in features if f not in FEATURES]
-        if unknown:
-            raise ConfigError(f"unknown point feature(s) {unknown}; choose from {sorted(FEATURES)}")
+        check_features(features)
         moving = [t.get("type") for t in view1_transforms if t.get("type") not in KEEP_ORIGIN]
         if moving:
             raise ConfigError(f"view1_transforms: {moving[0]} is not known to keep the sensor at the origin, which the "
@@ -168,7 +167,7 @@ class ISCCPairs(Dataset):
         both = np.intersect1d(view1["group"], view2["group"])
         for view in (view1, view2):
             view["group"] = np.where(np.isin(view["group"], both), view["group"], -1)
-            view["feat"] = np.concatenate([FEATURES[f](view) for f in self.features], axis=1).astype(np.float32)
+            view["feat"] = point_features(view, self.features)
         return {"view1": view1, "view2": view2, "query": query, "name": self.name(index),
                 "pair": f"{sequence}/{groups.frames[j]}", "window": w}
 

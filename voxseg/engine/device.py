@@ -14,7 +14,7 @@ from voxseg.errors import ConfigError
 from voxseg.sparse import ME
 
 REBUILD_HINT = ("rebuild MinkowskiEngine with CUDA: on a machine with the CUDA toolkit (nvcc) and a CUDA torch, "
-                "`rm -rf .venv && make install` (or VOXSEG_ME_CUDA=1 make install), see the README's GPU section")
+                "`rm -rf .venv && make install` (or VOXSEG_ME_CUDA=1 make install), see docs/installation.md")
 
 
 def minkowski_has_cuda() -> bool:

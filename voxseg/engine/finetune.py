@@ -6,7 +6,7 @@ against the label config and features, the --pretrained checkpoint against the m
 (voxseg.engine.checkpoint.load_backbone), and every scan the run will read. A problem is one
 `error: FILE: problem` line (voxseg.errors) and the output folder is left as it was.
 
-Started by torchrun, the run trains data-parallel (voxseg.engine.distributed): every process
+Started by torchrun, the run trains data-parallel (voxseg.engine.process_group): every process
 checks, rank 0 alone writes, and the world size is recorded as `train.world_size`.
 """
 
@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from voxseg import atomic, config as cfglib, sparse
+from voxseg import atomic, config as cfglib, distributed, sparse
 from voxseg.config import Component, Range
 from voxseg.data.collate import collate
-from voxseg.engine import checkpoint, distributed
+from voxseg.engine import checkpoint, process_group
 from voxseg.engine.device import pick_device
 from voxseg.engine.hooks import CheckpointHook, ProgressBarHook, TensorBoardHook, ValidationHook
 from voxseg.engine.interrupt import ignore_in_worker
@@ -89,7 +89,7 @@ class FinetuneConfig:
 
 
 def resolve(path: str, overrides: list[str]) -> dict:
-    import voxseg.data.dataset  # noqa: F401  (register datasets and transforms)
+    import voxseg.data.builtin  # noqa: F401  (register datasets and transforms)
     import voxseg.evaluation  # noqa: F401  (register evaluators)
     import voxseg.models  # noqa: F401  (register backbones, heads, losses, models)
 
@@ -193,7 +193,7 @@ def run(cfg: dict, resume: bool = False, pretrained: str | None = None, allow_co
     try:
         return _run(cfg, ctx, resume, pretrained, allow_config_change, allow_partial_pretrained)
     finally:
-        distributed.teardown()
+        process_group.teardown()
 
 
 def start_run(cfg: dict, ctx: distributed.Context, resume: bool, allow_config_change: bool,
@@ -217,7 +217,7 @@ def start_run(cfg: dict, ctx: distributed.Context, resume: bool, allow_config_ch
         sparse.set_threads(train_cfg["threads"])
     seed_everything(train_cfg["seed"])
     device = pick_device(train_cfg["device"], ctx.local_rank if ctx.enabled else None)
-    distributed.setup(ctx, device)
+    process_group.setup(ctx, device)
     return out, saved, device
 
 

@@ -17,9 +17,9 @@ from typing import Annotated, Callable
 import numpy as np
 from tqdm import tqdm
 
-from voxseg import atomic
+from voxseg import atomic, distributed
 from voxseg.config import Range
-from voxseg.engine import checkpoint, distributed
+from voxseg.engine import checkpoint
 from voxseg.engine.ema import ModelEMA
 from voxseg.engine.inference import predict
 from voxseg.engine.trainer import Hook, Trainer

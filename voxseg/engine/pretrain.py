@@ -25,9 +25,9 @@ from typing import Annotated, Literal
 
 import torch
 
-from voxseg import atomic, config as cfglib
+from voxseg import atomic, config as cfglib, distributed
 from voxseg.config import Component, Range
-from voxseg.engine import checkpoint, distributed
+from voxseg.engine import checkpoint, process_group
 from voxseg.engine.finetune import (make_loader, make_output_dir, make_trainer, processes_text, start_run,
                                     sync_batch_norm)
 from voxseg.engine.hooks import CheckpointHook, ProgressBarHook, TensorBoardHook
@@ -78,8 +78,7 @@ class PretrainConfig:
 
 
 def resolve(path: str, overrides: list[str]) -> dict:
-    import voxseg.data.dataset  # noqa: F401  (register datasets and transforms)
-    import voxseg.data.pretrain_pairs  # noqa: F401  (register ISCCPairs)
+    import voxseg.data.builtin  # noqa: F401  (register datasets, ISCCPairs included, and transforms)
     import voxseg.models  # noqa: F401  (register backbones and the pretraining models)
 
     return cfglib.validate(cfglib.load(path, overrides), PretrainConfig)
@@ -149,7 +148,7 @@ def run(cfg: dict, resume: bool = False, allow_config_change: bool = False) -> P
     try:
         return _run(cfg, ctx, resume, allow_config_change)
     finally:
-        distributed.teardown()
+        process_group.teardown()
 
 
 def _run(cfg: dict, ctx: distributed.Context, resume: bool, allow_config_change: bool) -> Path:

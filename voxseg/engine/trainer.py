@@ -9,7 +9,7 @@ The model is any module whose forward(batch) returns a dict with a scalar `loss`
 (and `loss_<name>` parts for logs). Interrupts (Ctrl-C, SIGTERM) are honoured between steps
 only (voxseg.engine.interrupt): the checkpoint then holds exactly the steps it counts.
 
-Under torchrun (voxseg.engine.distributed) the model is wrapped in DistributedDataParallel for
+Under torchrun (voxseg.engine.process_group) the model is wrapped in DistributedDataParallel for
 the training forward, each rank reads its share of every global batch, and hooks marked
 `main_only` (those that print or write) run on rank 0 alone.
 """
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from voxseg import distributed
 from voxseg.data.collate import to_device
-from voxseg.engine import distributed
 from voxseg.engine.interrupt import deferred_interrupts
 
 

@@ -2,9 +2,6 @@
 them for YAML configs."""
 
 from voxseg.models import backbones, heads, losses, segmentor  # noqa: F401
-from voxseg.models import losses_probabilistic  # noqa: F401  (ProbabilisticInstanceLoss, CenterAwareScoreLoss, EntropyRegularizer)
-from voxseg.models import losses_mpnet  # noqa: F401  (SemanticMemoryRegularizer, InstanceCentroidRegularizer)
-from voxseg.models import losses_grouping  # noqa: F401  (CliqueReconstructionLoss, CliqueAffinityLoss)
 from voxseg import pretrain  # noqa: F401  (ISCC self-supervised pretraining model)
 from voxseg.registry import MODELS
 

@@ -33,7 +33,7 @@ Choices the slides leave open (each names the closest public method):
   * modules of switched-off terms are not built: occ-only has no teacher, projector, prototypes
     or queue (nothing would train them, and DDP would find them unused).
   * under DDP (torchrun) the teacher features f2 of every process are gathered in training
-    (voxseg.engine.distributed.all_gather_rows): Sinkhorn balances the global batch with the
+    (voxseg.distributed.all_gather_rows): Sinkhorn balances the global batch with the
     queue, as SwAV's distributed Sinkhorn does, each process keeps its own rows of the targets,
     and every process pushes the same gathered rows, as MoCo's queue does, so the queues stay
     identical (DDP's buffer broadcast from rank 0 then changes nothing). Call momentum_update on
@@ -62,7 +62,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from voxseg.config import Component, InvalidValue, Range
-from voxseg.engine.distributed import all_gather_rows
+from voxseg.distributed import all_gather_rows
 from voxseg.pretrain.losses import (clustering_loss, cosine_scores, group_average, local_info_nce, occupancy_labels,
                                     occupancy_loss, prototype_entropy, shared_groups)
 from voxseg.pretrain.occupancy import OccupancyDecoder

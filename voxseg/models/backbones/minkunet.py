@@ -116,6 +116,7 @@ class MinkUNet34(MinkUNetBase):
     LAYERS = (2, 3, 4, 6, 2, 2, 2, 2)
 
 
+@BACKBONES.register()
 class MinkUNet50(MinkUNetBase):
     BLOCK = Bottleneck
     LAYERS = (2, 3, 4, 6, 2, 2, 2, 2)

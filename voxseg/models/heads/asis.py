@@ -12,7 +12,7 @@ features, so the head runs once per voxel and points take their voxel's outputs)
 
 The "vanilla" baseline of the paper (Sec. 3.1) is `semantic_awareness: false,
 instance_fusion: false`; each switch alone gives the rows of Table 3. Training: CrossEntropyLoss
-on `logits` and DiscriminativeLoss (voxseg.models.losses, eqs. 1-4) on `embedding`.
+on `logits` and DiscriminativeLoss (voxseg.models.losses.asis, eqs. 1-4) on `embedding`.
 
 Inference (Sec. 3.1; shared with MPNet in voxseg.models.heads.instances): mean-shift (flat
 kernel, bandwidth 0.6) on the embeddings of the voxels predicted as thing classes,

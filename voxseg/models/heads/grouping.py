@@ -11,7 +11,7 @@ Per voxel (points take their voxel's outputs):
                                               loss trains the grouping, as the paper's (Sec. 3.2)
 
 Training: CrossEntropyLoss on `logits`, CliqueReconstructionLoss (SSN) and CliqueAffinityLoss on
-the associations (voxseg.models.losses_grouping).
+the associations (voxseg.models.losses.grouping).
 
 Inference. Each voxel takes its clique of largest Q (SSN's hard association). The paper stops at
 cliques; making instances of them is our choice: a clique's class is the argmax of the mean

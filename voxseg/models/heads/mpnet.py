@@ -15,8 +15,8 @@ so the head runs once per voxel and points take their voxel's outputs; Sec. 3.1)
   logits_i = classifier(f^_seg,i)
 
 Training (eq. 6): L = L_ce + L_dis + R_seg + lambda R_ins, with CrossEntropyLoss and
-DiscriminativeLoss (voxseg.models.losses; eq. 5) and the regularisers of
-voxseg.models.losses_mpnet (eqs. 3, 4). Inference: mean-shift on the embeddings of the voxels
+DiscriminativeLoss (voxseg.models.losses.asis; eq. 5) and the regularisers of
+voxseg.models.losses.mpnet (eqs. 3, 4). Inference: mean-shift on the embeddings of the voxels
 predicted as things, as ASIS (voxseg.models.heads.instances).
 
 Table 1 rows (switches): Baseline = `instance_memory: false, semantic_memory: false` (then the
@@ -31,11 +31,10 @@ Choices the paper leaves open:
   head, and so here with `learn_key_strength` (the shipped configs): each read (instance, semantic)
   has its own learned log beta, starting at log `key_strength`, trained at 10x the base rate (the
   configs' train.param_groups). Why: with beta fixed at 1 the weights stay close to uniform (cos
-  is in [-1, 1]; M = 1800 slots, C = 12 summaries) and the classifier sees a nearly constant
-  mixture of C: after 600 steps of the synthetic recipe the cross-entropy was 1.14 (vanilla ASIS
-  0.21) and the mIoU 8.0. A fixed beta = 16 saturates the softmax from the start: 1.28, mIoU 10.8.
-  Learned (beta 1 -> 16.3 semantic, 8.6 instance): 0.61, mIoU 31.7 (benchmarks/instance_heads.py,
-  rows mpnet_printed, mpnet_beta16, mpnet).
+  is in [-1, 1] over M = Nc * C slots), so the classifier sees a nearly constant mixture of C
+  and the cross-entropy plateaus; a large fixed beta saturates the softmax before the features
+  separate. benchmarks/instance_heads.py compares the three (rows mpnet_printed, mpnet_beta16,
+  mpnet); the figures are in docs/results.md.
 * "Randomly initialized" memory: uniform in +-1/sqrt(D), as MemAE (Gong et al. 2019, the paper's
   [9], same second author) initialises its memory.
 * Row block i of M (rows i*Nc .. (i+1)*Nc - 1) belongs to train id i (eq. 1, 0-based).

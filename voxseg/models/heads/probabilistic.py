@@ -35,7 +35,7 @@ ExtDim): an `embed_dim`-D (6-D for ExtDim) point embedding with kappa = exp(-||e
 sigma = 1/sqrt(8) (alpha = 1, beta = 1). Its first 3 dimensions are x / coord_scale + tanh(o),
 the others tanh(o) (bounded like the spatial ones, with no position to offset).
 
-Training (voxseg.models.losses_probabilistic): L = L_Ins + L_Score + 0.001 L_Reg (eq. 17).
+Training (voxseg.models.losses.probabilistic): L = L_Ins + L_Score + 0.001 L_Reg (eq. 17).
 
 Inference: the greedy clustering of eq. 16 (after Neven et al. 2019, the paper's [26]), per
 scan over its voxels: the anchor (i0, l0) is the voxel and thing class with the highest score

@@ -1,17 +1,9 @@
-"""Data-parallel training in processes started by torchrun (DistributedDataParallel).
-
-    torchrun --standalone --nproc_per_node N tools/finetune.py --config X.yaml
+"""Communication among the processes of a torchrun: this process's rank and the collectives that
+models, hooks and the trainer call (the role of Pointcept's utils/comm.py).
 
 torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; a process started without them is a world of one
-and nothing here communicates. With N processes (NCCL between GPUs, gloo on CPU):
-  * each global batch (train.batch_size scans per process, N * batch_size in all) is split by
-    rank (voxseg.engine.trainer.EpochSampler), DDP averages the gradients, and the logged loss
-    terms are averaged over the ranks;
-  * an interrupt (Ctrl-C, SIGTERM) on any rank stops every rank after the same step;
-  * validation predicts a shard of the scans per rank after rank 0's batch-norm statistics are
-    copied to all; rank 0 scores the predictions in scan order, so the metrics equal those of a
-    one-process validation of the same weights;
-  * rank 0 alone prints and writes (config, checkpoints, TensorBoard, metrics).
+and nothing here communicates. Joining and leaving the process group, and wrapping the model in
+DistributedDataParallel, are the engine's (voxseg.engine.process_group, voxseg.engine.trainer).
 """
 
 from __future__ import annotations
@@ -54,20 +46,6 @@ def from_env() -> Context:
     if world < 1 or not 0 <= rank < world:
         raise ConfigError(f"RANK {rank} is not in a world of WORLD_SIZE {world}")
     return Context(rank, world, local)
-
-
-def setup(ctx: Context, device: torch.device) -> None:
-    """Join the process group: NCCL when training on CUDA, gloo on CPU."""
-    if not ctx.enabled or dist.is_initialized():
-        return
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-
-
-def teardown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def barrier(ctx: Context) -> None:

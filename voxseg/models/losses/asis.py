@@ -1,8 +1,5 @@
-"""Loss terms, selected by name in YAML (`model.losses.<name>`) and weighted by the model.
-
-A loss is called with the heads' outputs ({head name: {key: tensor}}) and the batch, and returns
-a scalar tensor.
-"""
+"""The discriminative loss of ASIS (Wang et al., CVPR 2019; voxseg.models.heads.asis) on per-point
+instance embeddings; MPNet (voxseg.models.heads.mpnet, eq. 5) trains its embeddings with it too."""
 
 from __future__ import annotations
 
@@ -10,29 +7,9 @@ from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from voxseg.config import Range
 from voxseg.registry import LOSSES
-
-
-@LOSSES.register()
-class CrossEntropyLoss(nn.Module):
-    """Cross-entropy of a head's per-point `logits` against batch[`target`] (train ids; -1 ignored).
-
-    A batch whose points are all ignored gives a zero that keeps the graph, not 0/0.
-    """
-
-    def __init__(self, head: str = "semantic", target: str = "segment",
-                 label_smoothing: Annotated[float, Range(ge=0, lt=1)] = 0.0):
-        super().__init__()
-        self.head, self.target, self.label_smoothing = head, target, label_smoothing
-
-    def forward(self, outputs: dict[str, dict], batch: dict) -> torch.Tensor:
-        logits, target = outputs[self.head]["logits"], batch[self.target]
-        if not (target >= 0).any():
-            return logits.sum() * 0.0
-        return F.cross_entropy(logits, target, ignore_index=-1, label_smoothing=self.label_smoothing)
 
 
 @LOSSES.register()

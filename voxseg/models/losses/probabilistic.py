@@ -173,12 +173,12 @@ class EntropyRegularizer(nn.Module):
     an instance id (>= 0), `labelled` those with segment >= 0 or an instance. On LiDAR use
     `instances`: stuff points have no centre, so nothing in L_Ins holds their sigma up (as
     negatives, a smaller sigma only lowers their loss) and minimising their entropy drives it
-    to 0 without bound (log sigma ~ -1400 after 200 steps of the synthetic recipe, then inf).
+    to 0 without bound, and the loss to inf (docs/results.md).
     `reduction`: `sum` over a scan's points as printed, or `mean`. L_Ins (eqs. 5-6) is a mean
     over N K terms, so a point's share of its pull on log sigma is ~1.5 / (N K) against 0.003
-    from 0.001 L_Reg summed: with 10^4 points the regulariser wins and sigmas still collapse
-    (log sigma ~ -2,400 at step 200 of the synthetic recipe, instance points only); the mean
-    keeps the two in the proportion of the paper's per-point terms.
+    from 0.001 L_Reg summed: with 10^4 points the regulariser wins and sigmas still collapse,
+    even over instance points only (docs/results.md); the mean keeps the two in the proportion
+    of the paper's per-point terms.
     """
 
     def __init__(self, head: str = "instance", semantic_target: str = "segment",

@@ -1,0 +1,15 @@
+"""Loss terms, selected by name in YAML (`model.losses.<name>`) and weighted by the model.
+
+A loss is called with the heads' outputs ({head name: {key: tensor}}) and the batch, and returns
+a scalar tensor. One module per head family, as voxseg.models.heads:
+
+    semantic       CrossEntropyLoss
+    asis           DiscriminativeLoss
+    probabilistic  ProbabilisticInstanceLoss, CenterAwareScoreLoss, EntropyRegularizer
+    mpnet          SemanticMemoryRegularizer, InstanceCentroidRegularizer
+    grouping       CliqueReconstructionLoss, CliqueAffinityLoss
+
+Importing this package registers them in voxseg.registry.LOSSES.
+"""
+
+from voxseg.models.losses import asis, grouping, mpnet, probabilistic, semantic  # noqa: F401  (register them)
