@@ -3,7 +3,7 @@
 
     python benchmarks/label_efficiency.py                         # the default: ~75 min on 2 CPU cores
     python benchmarks/label_efficiency.py --recorded              # the recorded result: hours (see below)
-    python benchmarks/label_efficiency.py --render-readme         # the README's table from the record
+    python benchmarks/label_efficiency.py --render-readme         # docs/results.md's table from the record
     python benchmarks/label_efficiency.py --fractions 1 --seeds-at 1 0 2       # seeds 0 and 2 at 1%
     python benchmarks/label_efficiency.py --rows ablation --ablation-fractions 1 10 --ablation-seeds 0 1 2
     python benchmarks/label_efficiency.py --device cuda --voxel-size 0.05 --pretrain-steps 5000 \\
@@ -32,7 +32,7 @@ sequences lack them.
 --recorded is the protocol of the recorded result: 5 seeds (0-4) at 1% and 2%, 3 (0-2) at 5% and
 10%, and the ablation rows at 1% and 10% with seeds 0-2: 9 pretrainings and 80 fine-tunes, about
 8-9 hours on 2 CPU cores. It writes benchmarks/results/label_efficiency.json (--record PATH writes
-any protocol's record there), from which --render-readme rewrites the README's table.
+any protocol's record there), from which --render-readme rewrites the table in docs/results.md.
 
 Every run is a subprocess of the real tool (tools/preprocess.py, tools/pretrain.py,
 tools/finetune.py) with train.threads=1 and its output in its own folder: OUT/pretrain_ROW and
@@ -94,8 +94,8 @@ PREPROCESS_CONFIG = ROOT / "configs" / "preprocess" / "default.yaml"
 SYNTHETIC_LABELS = ROOT / "configs" / "labels" / "synthetic.yaml"
 DEFAULT_DATA = "data/synthetic"
 RECORD = ROOT / "benchmarks" / "results" / "label_efficiency.json"
-README = ROOT / "README.md"
-README_BEGIN, README_END = "<!-- label-efficiency:begin -->", "<!-- label-efficiency:end -->"
+RESULTS_PAGE = ROOT / "docs" / "results.md"
+TABLE_BEGIN, TABLE_END = "<!-- label-efficiency:begin -->", "<!-- label-efficiency:end -->"
 
 
 class Row(NamedTuple):
@@ -713,7 +713,7 @@ def format_table(summary: dict, cells: dict[str, dict[float, list[int]]]) -> lis
     return lines
 
 
-# ------------------------------------------------------------------------------ the record, README
+# --------------------------------------------------------------------- the record, the results page
 def cells_json(cells: dict[str, dict[float, list[int]]]) -> dict[str, dict[str, list[int]]]:
     return {row: {frac_key(f): seeds for f, seeds in by_fraction.items()} for row, by_fraction in cells.items()}
 
@@ -739,7 +739,7 @@ def record_problem(summary: dict) -> str | None:
 
 
 def render_markdown(record: dict, source: str = "benchmarks/results/label_efficiency.json") -> list[str]:
-    """The README's table from a record (lines, no indentation): the cells recomputed from its
+    """The results page's table from a record (lines, no indentation): the cells recomputed from its
     runs (summarize), a 'closest public method' column, every seed, the verdict and where and with
     which code it was measured."""
     settings, code, machine = record["settings"], record["code"], record["machine"]
@@ -781,13 +781,13 @@ def render_markdown(record: dict, source: str = "benchmarks/results/label_effici
 
 
 def render_readme(readme: str, block: list[str], path: Path) -> str:
-    """`readme` with the lines between its begin and end markers replaced by `block`, indented as
-    the begin marker is (the table sits in a list item)."""
+    """`readme` (the results page's text) with the lines between its begin and end markers
+    replaced by `block`, indented as the begin marker is (so the table may sit in a list item)."""
     lines = readme.split("\n")
-    begins = [i for i, line in enumerate(lines) if line.strip() == README_BEGIN]
-    ends = [i for i, line in enumerate(lines) if line.strip() == README_END]
+    begins = [i for i, line in enumerate(lines) if line.strip() == TABLE_BEGIN]
+    ends = [i for i, line in enumerate(lines) if line.strip() == TABLE_END]
     if len(begins) != 1 or len(ends) != 1 or ends[0] < begins[0]:
-        raise BenchError(f"{path}: needs one '{README_BEGIN}' line and one '{README_END}' line after it")
+        raise BenchError(f"{path}: needs one '{TABLE_BEGIN}' line and one '{TABLE_END}' line after it")
     begin, end = begins[0], ends[0]
     indent = lines[begin][:len(lines[begin]) - len(lines[begin].lstrip())]
     return "\n".join(lines[:begin + 1] + [indent + line if line else "" for line in block] + lines[end:])
@@ -807,8 +807,8 @@ def load_record(path: Path) -> dict:
 
 
 def render_readme_file(record_path: Path, readme_path: Path) -> None:
-    """Rewrite the README's label-efficiency block from the record; both are read and the block
-    made before the README is written (atomically), so a bad record leaves it as it was."""
+    """Rewrite the results page's label-efficiency block from the record; both are read and the
+    block made before the page is written (atomically), so a bad record leaves it as it was."""
     record = load_record(record_path)
     try:
         source = record_path.resolve().relative_to(ROOT).as_posix()
@@ -861,8 +861,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"the record JSON: written after a complete run made by committed code (default with "
                              f"--recorded: {RECORD.relative_to(ROOT)}), read by --render-readme (default the same)")
     parser.add_argument("--render-readme", action="store_true",
-                        help="rewrite the README's label-efficiency table from the record and exit (runs nothing)")
-    parser.add_argument("--readme", type=Path, default=README, help="the README that --render-readme rewrites")
+                        help="rewrite the label-efficiency table in docs/results.md from the record and exit (runs nothing)")
+    parser.add_argument("--readme", type=Path, default=RESULTS_PAGE,
+                        help="the page that --render-readme rewrites (default: docs/results.md)")
     args = parser.parse_args(argv)
     chosen = [flag for flag, value in (("--fractions", args.fractions), ("--seeds", args.seeds),
                                        ("--seeds-at", args.seeds_at), ("--rows", args.rows),
@@ -987,7 +988,7 @@ def main(argv: list[str] | None = None) -> int:
         if problem is None:
             args.record.parent.mkdir(parents=True, exist_ok=True)
             atomic.write_text(args.record, json.dumps(summary, indent=2) + "\n")
-            print(f"record: {args.record} (the README's table: python benchmarks/label_efficiency.py --render-readme)")
+            print(f"record: {args.record} (the table in docs/results.md: python benchmarks/label_efficiency.py --render-readme)")
         else:
             print(f"record NOT written to {args.record}: {problem}")
     print(f"\nmIoU (%) on sequence {s.val_sequence} ({val_scans} scans), mean of n seeds; (mean difference to "

@@ -3,7 +3,7 @@ the target verdict on hand-made mIoUs, the job plan (what waits for the encoder,
 for scratch and pretrained, seeds per fraction, the recorded protocol), the runner with a fake
 subprocess (order, parallelism, reuse, resume, failures), the code identity of run folders (which
 runs are reused, which rerun), the check that the rows of a (fraction, seed) trained on the same
-scans, and the record and the README table generated from it."""
+scans, and the record and the results-page table generated from it."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import yaml
 
 from benchmarks import label_efficiency as le
 from benchmarks.common import code_hash, code_identity, machine_info
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 CODE = {"code_hash": "c0de" * 16, "commit": "439dd03d6d33409029a6b5038ea52aeb79bcb4c5", "dirty": False}
 T_975_2, T_975_4 = 4.302652729749464, 2.7764451051977987  # t quantiles, 2 and 4 degrees of freedom (tables)
@@ -488,7 +488,7 @@ def test_machine_info_names_the_machine():
         ("cpu", None, os.cpu_count(), torch.__version__)
 
 
-# ------------------------------------------------------------------------------ the record, README
+# --------------------------------------------------------------------- the record, the results page
 def fake_record() -> dict:
     """A record as the benchmark writes it: scratch and ISCC at 1% (seeds 0, 1) and 10% (seed 0,
     ISCC's missing), occ-only(2) at 1% seed 0."""
@@ -538,12 +538,12 @@ def test_render_readme_replaces_the_marked_block_only(tmp_path):
     record, readme = tmp_path / "record.json", tmp_path / "README.md"
     record.write_text(json.dumps(fake_record()))
     before, after = "# x\n\n- **The proof:** text\n\n", "\n## Next\n"
-    readme.write_text(before + f"  {le.README_BEGIN}\n  old table\n  {le.README_END}" + after)
+    readme.write_text(before + f"  {le.TABLE_BEGIN}\n  old table\n  {le.TABLE_END}" + after)
     assert le.main(["--render-readme", "--record", str(record), "--readme", str(readme)]) == 0
     block = EXPECTED_MARKDOWN.replace(
         "benchmarks/results/label_efficiency.json", str(record)).split("\n")
-    assert readme.read_text() == (before + f"  {le.README_BEGIN}\n" + "\n".join("  " + l if l else "" for l in block)
-                                  + f"\n  {le.README_END}" + after)
+    assert readme.read_text() == (before + f"  {le.TABLE_BEGIN}\n" + "\n".join("  " + l if l else "" for l in block)
+                                  + f"\n  {le.TABLE_END}" + after)
     rendered = readme.read_bytes()
     assert le.main(["--render-readme", "--record", str(record), "--readme", str(readme)]) == 0
     assert readme.read_bytes() == rendered  # generated, so stable
@@ -551,7 +551,7 @@ def test_render_readme_replaces_the_marked_block_only(tmp_path):
 
 def test_render_readme_refuses_bad_input_and_leaves_the_readme(tmp_path):
     record, readme = tmp_path / "record.json", tmp_path / "README.md"
-    readme.write_text(f"{le.README_BEGIN}\nold\n")  # no end marker
+    readme.write_text(f"{le.TABLE_BEGIN}\nold\n")  # no end marker
     original = readme.read_bytes()
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "label_efficiency.py"), "--render-readme",
                            "--record", str(record), "--readme", str(readme)], capture_output=True, text=True)
@@ -641,7 +641,7 @@ def test_main_prints_the_verdict_last_and_writes_the_record(tmp_path, monkeypatc
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1] == ("At 1% labels, ISCC - scratch = +6.25 mIoU (mean of 5 seeds, 95% CI [+6.25, +6.25]): "
                            "target (>= +5.0 mean over >= 5 seeds, 95% CI above 0) met")
-    assert f"record: {record} (the README's table: python benchmarks/label_efficiency.py --render-readme)" in printed
+    assert f"record: {record} (the table in docs/results.md: python benchmarks/label_efficiency.py --render-readme)" in printed
     written = json.loads(record.read_text())
     assert written == json.loads((out / "summary.json").read_text())
     assert [(r["row"], r["seed"], r["miou"], r["code_hash"]) for r in written["runs"]] == \
@@ -663,9 +663,9 @@ def test_main_prints_the_verdict_last_and_writes_the_record(tmp_path, monkeypatc
 
 
 def test_the_readme_table_is_generated_from_the_committed_record():
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split(le.README_BEGIN, 1)[1].split(le.README_END, 1)[0]
+    readme = le.RESULTS_PAGE.read_text()
+    block = readme.split(le.TABLE_BEGIN, 1)[1].split(le.TABLE_END, 1)[0]
     if le.RECORD.is_file():
-        assert le.render_readme(readme, le.render_markdown(le.load_record(le.RECORD)), le.README) == readme
+        assert le.render_readme(readme, le.render_markdown(le.load_record(le.RECORD)), le.RESULTS_PAGE) == readme
     else:  # no record committed yet: the table is the earlier, hand-copied run, and says so
         assert "generated by" not in block and "earlier run" in block
