@@ -103,7 +103,7 @@ def test_bad_number_on_the_command_line_is_one_line(tmp_path):
 AUGMENT = "data.train.transforms"  # synthetic_minkunet14a: RangeCrop, RandomRotateZ, RandomFlip, RandomScale
 
 
-@pytest.mark.parametrize("override, message", [
+FINETUNE_REFUSALS = [
     ("model.loss_weights.ce=-1", "model.loss_weights.ce: must be >= 0, got -1"),
     ("model.loss_weights.ce=.nan", "model.loss_weights.ce: expected a finite number >= 0, got nan"),
     ("model.loss_weights.dice=1", "model.loss_weights.dice: names no loss term; terms: ce"),
@@ -118,21 +118,23 @@ AUGMENT = "data.train.transforms"  # synthetic_minkunet14a: RangeCrop, RandomRot
     (f"{AUGMENT}.3.low=-0.5", f"{AUGMENT}.3.low: must be > 0, got -0.5"),
     (f"{AUGMENT}.2={{type: RandomJitter, sigma: -0.01}}", f"{AUGMENT}.2.sigma: must be >= 0, got -0.01"),
     ("train.seed=-1", "train.seed: must be in [0, 4294967296), got -1"),
-])
-def test_configs_that_cannot_mean_what_they_say_are_config_errors(override, message):
-    with pytest.raises(ConfigError) as info:
-        finetune.resolve(str(FINETUNE_CONFIG), [override])
-    assert str(info.value) == f"command line: {message}"
-
-
-@pytest.mark.parametrize("override, message", [
+]
+PRETRAIN_REFUSALS = [
     ("model.loss_weights.global=-1", "model.loss_weights.global: must be >= 0, got -1"),
     ("model.loss_weights.globl=1", "model.loss_weights.globl: names no ISCC term; terms: local, global, occupancy"),
+    (("model.use_local=false", "model.use_global=false", "model.use_occupancy=false"),
+     "model.use_local: ISCC needs at least one of use_local, use_global, use_occupancy"),
     ("train.seed=-1", "train.seed: must be in [0, 4294967296), got -1"),
-])
-def test_pretraining_configs_that_cannot_mean_what_they_say(override, message):
+]
+
+
+@pytest.mark.parametrize("task, config, override, message",
+                         [("finetune", FINETUNE_CONFIG, *case) for case in FINETUNE_REFUSALS]
+                         + [("pretrain", PRETRAIN_CONFIG, *case) for case in PRETRAIN_REFUSALS])
+def test_configs_that_cannot_mean_what_they_say_are_config_errors(task, config, override, message):
+    resolve = {"finetune": finetune.resolve, "pretrain": pretrain.resolve}[task]
     with pytest.raises(ConfigError) as info:
-        pretrain.resolve(str(PRETRAIN_CONFIG), [override])
+        resolve(str(config), [override] if isinstance(override, str) else list(override))
     assert str(info.value) == f"command line: {message}"
 
 

@@ -198,11 +198,11 @@ def _s3dis_error(root, match, areas=(1,), full=True):
         dataset[0]
 
 
-def _s3dis_exact_error(root: Path, message: str, voxseg_cache: Path, areas=(1,), fulls=(False, True), labels=True):
+def _refused_on_read_only(root: Path, make_dataset, message: str, fulls=(False, True)) -> None:
     """`message` is the whole error of check (quick and full, as `fulls` says) and of reading the
-    first room, on a read-only root, with the cache on: nothing is written, there or in the cache."""
+    first item of the dataset `make_dataset()` builds on a read-only `root`; nothing is written there."""
     with read_only(root) as before:
-        dataset = S3DIS(str(root), S3DIS_LABELS, areas=list(areas), labels=labels, cache=True)
+        dataset = make_dataset()
         for full in fulls:
             with pytest.raises(DataFormatError) as info:
                 dataset.check(full=full, progress=False)
@@ -211,6 +211,12 @@ def _s3dis_exact_error(root: Path, message: str, voxseg_cache: Path, areas=(1,),
             dataset[0]
         assert str(info.value) == message
         assert snapshot(root) == before
+
+
+def _s3dis_exact_error(root: Path, message: str, voxseg_cache: Path, areas=(1,), fulls=(False, True), labels=True):
+    """_refused_on_read_only for S3DIS with the cache on: nothing is written in the cache either."""
+    _refused_on_read_only(root, lambda: S3DIS(str(root), S3DIS_LABELS, areas=list(areas), labels=labels, cache=True),
+                          message, fulls)
     assert not voxseg_cache.exists()
 
 
@@ -464,15 +470,7 @@ def test_scannet_unknown_labels_are_all_named_in_one_line(scannet_root):
     aggregation.write_text(json.dumps({"segGroups": groups}))
     message = (f"{aggregation}: labels not in {root / 'scannetv2-labels.combined.tsv'}: 'spaceship' (2 objects), "
                "'countertop' (1 object), 'computer' (1 object)")
-    with read_only(root) as before:
-        dataset = ScanNet(str(root), SCANNET_LABELS, scenes=[SCENE])
-        with pytest.raises(DataFormatError) as info:
-            dataset.check(full=True, progress=False)
-        assert str(info.value) == message
-        with pytest.raises(DataFormatError) as info:
-            dataset[0]
-        assert str(info.value) == message
-        assert snapshot(root) == before
+    _refused_on_read_only(root, lambda: ScanNet(str(root), SCANNET_LABELS, scenes=[SCENE]), message, fulls=(True,))
 
 
 def test_scannet_v1_spellings_take_their_v2_rows(scannet_root):

@@ -101,9 +101,8 @@ class ISCC(nn.Module):
         metres, to match the data side's query distance (PretrainPairs' surface_distance, 0.1 m); loss_weights: per term (local, global, occupancy), default 1; weights of terms
         switched off are ignored, so one base config serves every ablation row."""
         super().__init__()
-        if not (use_local or use_global or use_occupancy):
-            raise ValueError("ISCC needs at least one of use_local, use_global, use_occupancy")
-        self.check_config({"loss_weights": loss_weights})
+        self.check_config({"use_local": use_local, "use_global": use_global, "use_occupancy": use_occupancy,
+                           "loss_weights": loss_weights})
         self.momentum = momentum
         self.use_local, self.use_global, self.use_occupancy = use_local, use_global, use_occupancy
         self.local_temperature, self.cluster_temperature = local_temperature, cluster_temperature
@@ -132,8 +131,11 @@ class ISCC(nn.Module):
 
     @staticmethod
     def check_config(cfg: dict) -> None:
-        """Each loss weight names a term (voxseg.config validates it so, and the constructor again);
-        the weights' Range (>= 0) refuses a negative one, which would train to make its term worse."""
+        """At least one term is on, and each loss weight names a term (voxseg.config validates it
+        so, and the constructor again); the weights' Range (>= 0) refuses a negative one, which
+        would train to make its term worse."""
+        if not (cfg["use_local"] or cfg["use_global"] or cfg["use_occupancy"]):
+            raise InvalidValue("use_local", "ISCC needs at least one of use_local, use_global, use_occupancy")
         for name in cfg.get("loss_weights", {}):
             if name not in TERMS:
                 raise InvalidValue(f"loss_weights.{name}", f"names no ISCC term; terms: {', '.join(TERMS)}")
