@@ -1,11 +1,12 @@
-# voxseg: `make demo` runs the main job, `make test` the test suite; both install first.
+# voxseg: `make demo` runs the main job, `make test` the test suite (after `make lint`: ruff and
+# mypy); all install first.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.voxseg-installed
 DATA ?= data/synthetic
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo lint test test-all clean
 
 install: $(STAMP)
 
@@ -17,11 +18,16 @@ $(STAMP): pyproject.toml tools/install/install.sh tools/install/patch_minkowski.
 demo: install
 	$(PY) tools/demo.py --data $(DATA)
 
-test: install
+# Settings in pyproject.toml ([tool.ruff], [tool.mypy]).
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: lint
 	$(PY) -m pytest -m "not slow" tests
 
-test-all: install
+test-all: lint
 	$(PY) -m pytest tests
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,7 @@ def compare(name: str, x: np.ndarray, repeats: int) -> tuple[float, float]:
     theirs = {}
     for column, jobs in SKLEARN_JOBS.items():
         reference = MeanShift(bandwidth=BANDWIDTH, bin_seeding=True, n_jobs=jobs)
-        theirs[column], fit = best(lambda: reference.fit(x), repeats)
+        theirs[column], fit = best(partial(reference.fit, x), repeats)
     ari = adjusted_rand_score(fit.labels_, labels.numpy())
     ratio = min(theirs.values()) / ours_s
     print(f"{name:<18} {len(x):>7} {x.shape[1]:>3} {len(modes):>7} {len(fit.cluster_centers_):>7} {ari:>7.4f} "

@@ -12,7 +12,7 @@ ground-truth class (see fusion_purity). The last line compares the first two row
 baseline, as the paper's Tables 1-3 do. `--rows asis_sa asis_if` adds Table 3's ablation (semantic
 awareness only, instance fusion only), `--rows probabilistic extdim` the probabilistic-embedding
 head and its deterministic baseline, `--rows mpnet mpnet_nomem` MPNet with and without its memory,
-`--rows grouping` the differentiable-grouping head (its "ASA" column: the achievable segmentation
+`--rows dpgnet` DPGNet's differentiable-grouping head (its "ASA" column: the achievable segmentation
 accuracy of its cliques), and `--rows heads` one row per head: the table of every head, outside the
 default budget. Runs that finished are reused, and so are their scores (OUT/<row>/benchmark.json,
 newer than the checkpoint); delete them to retrain or re-score.
@@ -39,8 +39,7 @@ sys.path.insert(0, str(ROOT))
 import voxseg.data.builtin  # noqa: E402,F401
 import voxseg.evaluation  # noqa: E402,F401
 import voxseg.models  # noqa: E402,F401
-from voxseg import sparse  # noqa: E402
-from voxseg import atomic  # noqa: E402
+from voxseg import atomic, sparse  # noqa: E402
 from voxseg.data.collate import collate, to_device  # noqa: E402
 from voxseg.engine import checkpoint, finetune  # noqa: E402
 from voxseg.engine.device import pick_device  # noqa: E402
@@ -52,13 +51,13 @@ ROWS = {"asis": "ASIS", "asis_vanilla": "ASIS vanilla", "asis_sa": "ASIS SA only
         "probabilistic": "Probabilistic", "extdim": "ExtDim", "mpnet": "MPNet", "mpnet_nomem": "MPNet no mem",
         "mpnet_insmem": "MPNet InsMem", "mpnet_segmem": "MPNet +SegMem", "mpnet_beta16": "MPNet b=16",
         "mpnet_printed": "MPNet b=1",
-        "grouping": "Grouping"}
+        "dpgnet": "DPGNet"}
 # the 60-minute budget on 2 cores; asis_sa and asis_if are ASIS's Table 3 ablation, probabilistic and
 # extdim the probabilistic-embedding head (Zhang & Wonka) and its deterministic ExtDim baseline,
 # mpnet and mpnet_nomem MPNet (He et al.) with and without its memory (mpnet_insmem, mpnet_segmem:
 # the other rows of its Table 1; mpnet_printed: eq. 2 as printed, beta 1 fixed; mpnet_beta16: beta 16
-# fixed; the others learn beta), grouping the
-# differentiable-grouping head (Cheng et al.)
+# fixed; the others learn beta), dpgnet the
+# differentiable-grouping head of DPGNet (Cheng et al.)
 DEFAULT_ROWS = ["asis", "asis_vanilla"]
 # rows that train byte for byte as another row (tested): reported from that row's run when it is in
 # the same table and the row has no finished run of its own. MPNet's Baseline (both memories off)
@@ -66,7 +65,7 @@ DEFAULT_ROWS = ["asis", "asis_vanilla"]
 SAME_AS = {"mpnet_nomem": "asis_vanilla"}
 # `--rows heads`: one row per head, the table of every head under the same budget
 PRESETS = {"heads": ["asis", "asis_vanilla", "probabilistic", "extdim", "mpnet", "mpnet_printed", "mpnet_nomem",
-                   "grouping"]}
+                   "dpgnet"]}
 COLUMNS = ("ap", "ap50", "ap25", "pq", "mcov", "mwcov", "mprec", "mrec", "miou")
 
 
@@ -102,7 +101,7 @@ def evaluate(run_dir: Path, data: Path, device: torch.device) -> dict:
     clustering = [h for h in model.heads.values() if hasattr(h, "timings")]
     things = clustering[0].thing_classes
     total = cluster = 0.0
-    asa_correct = asa_labelled = 0.0  # ASA of a grouping head's cliques, from the same predictions
+    asa_correct = asa_labelled = 0.0  # ASA of a DPGNet head's cliques, from the same predictions
     best = np.zeros((0, 0), dtype=np.float32)
     for i in range(len(dataset)):
         sample = dataset[i]
@@ -128,7 +127,7 @@ def evaluate(run_dir: Path, data: Path, device: torch.device) -> dict:
                     best = embedding.cpu().numpy()
     result = evaluator.result()
     result["fusion_purity"] = fusion_purity(model, dataset, device)
-    # the achievable segmentation accuracy of a grouping head's cliques against the ground-truth
+    # the achievable segmentation accuracy of a DPGNet head's cliques against the ground-truth
     # instances (voxseg.evaluation.asa) over the labelled points; NaN for heads without cliques
     result["asa"] = asa_correct / asa_labelled if asa_labelled else float("nan")
     scans = len(dataset)
@@ -180,7 +179,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="training steps per row (identical for all)")
     parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS) + list(PRESETS),
                         help="rows: asis, asis_vanilla (default); asis_sa, asis_if (ablation); probabilistic, "
-                             "extdim; mpnet, mpnet_nomem (mpnet_insmem, mpnet_segmem, mpnet_printed, mpnet_beta16); grouping; "
+                             "extdim; mpnet, mpnet_nomem (mpnet_insmem, mpnet_segmem, mpnet_printed, "
+                             "mpnet_beta16); dpgnet; "
                              "'heads' = one row per head")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     args = parser.parse_args()
@@ -217,7 +217,8 @@ def main() -> None:
               + f"{100 * r.get('asa', float('nan')):>7.1f}")
     if "asis" in results and "asis_vanilla" in results:
         a, v = results["asis"], results["asis_vanilla"]
-        print(f"ASIS - vanilla: mWCov {100 * (a['mwcov'] - v['mwcov']):+.1f}, mIoU {100 * (a['miou'] - v['miou']):+.1f}, "
+        print(f"ASIS - vanilla: mWCov {100 * (a['mwcov'] - v['mwcov']):+.1f}, "
+              f"mIoU {100 * (a['miou'] - v['miou']):+.1f}, "
               f"PQ {100 * (a['pq'] - v['pq']):+.1f}, AP50 {100 * (a['ap50'] - v['ap50']):+.1f}")
 
 

@@ -339,7 +339,9 @@ def check_reused(job: Job) -> None:
     try:
         saved = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise BenchError(f"{path}: cannot read the finished run's config ({exc}); delete {job.run_dir} to rerun it")
+        raise BenchError(
+            f"{path}: cannot read the finished run's config ({exc}); delete {job.run_dir} to rerun it"
+        ) from exc
     differ = []
     for item in job.overrides:
         key, _, raw = item.partition("=")
@@ -505,10 +507,10 @@ def run_jobs(jobs: list[Job], parallel: int, launch: Callable[[Job], object] = s
             for name in finished:
                 del running[name]
     except KeyboardInterrupt:
-        for name, (job, proc, _) in running.items():
+        for name, (_, proc, _) in running.items():
             say(f"stopping {name} (it saves a checkpoint; rerun the benchmark to continue)")
             proc.send_signal(signal.SIGTERM)
-        for name, (job, proc, _) in running.items():
+        for _, proc, _ in running.values():
             try:
                 proc.wait(timeout=300)
             except subprocess.TimeoutExpired:
@@ -797,9 +799,11 @@ def load_record(path: Path) -> dict:
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
-        raise BenchError(f"{path}: no recorded result; `python benchmarks/label_efficiency.py --recorded` writes it")
+        raise BenchError(
+            f"{path}: no recorded result; `python benchmarks/label_efficiency.py --recorded` writes it"
+        ) from None
     except (OSError, ValueError) as exc:
-        raise BenchError(f"{path}: not a readable JSON record ({exc})")
+        raise BenchError(f"{path}: not a readable JSON record ({exc})") from exc
     missing = [key for key in ("settings", "code", "machine", "runs", "elapsed_s") if key not in record]
     if missing:
         raise BenchError(f"{path}: not a label-efficiency record (no {', '.join(missing)})")
@@ -817,11 +821,11 @@ def render_readme_file(record_path: Path, readme_path: Path) -> None:
     try:
         block = render_markdown(record, source)
     except (KeyError, TypeError, ValueError) as exc:
-        raise BenchError(f"{record_path}: not a label-efficiency record ({type(exc).__name__}: {exc})")
+        raise BenchError(f"{record_path}: not a label-efficiency record ({type(exc).__name__}: {exc})") from exc
     try:
         readme = readme_path.read_text()
     except OSError as exc:
-        raise BenchError(f"{readme_path}: cannot read it ({exc.strerror})")
+        raise BenchError(f"{readme_path}: cannot read it ({exc.strerror})") from exc
     atomic.write_text(readme_path, render_readme(readme, block, readme_path))
 
 
@@ -853,7 +857,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="steps of each pretraining, batch 2 pairs (default %(default)s)")
     parser.add_argument("--finetune-steps", type=int, default=DEFAULT_FINETUNE_STEPS,
                         help="steps of every fine-tune, batch 1 (default %(default)s)")
-    parser.add_argument("--voxel-size", type=float, default=0.2, help="metres, pretraining and fine-tuning (default 0.2)")
+    parser.add_argument("--voxel-size", type=float, default=0.2,
+                        help="metres, pretraining and fine-tuning (default 0.2)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (every run)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2: one per CPU core)")
     parser.add_argument("--out", default="runs/bench_label_efficiency", help="output folder (default %(default)s)")
@@ -861,7 +866,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"the record JSON: written after a complete run made by committed code (default with "
                              f"--recorded: {RECORD.relative_to(ROOT)}), read by --render-readme (default the same)")
     parser.add_argument("--render-readme", action="store_true",
-                        help="rewrite the label-efficiency table in docs/results.md from the record and exit (runs nothing)")
+                        help="rewrite the label-efficiency table in docs/results.md from the record and exit "
+                             "(runs nothing)")
     parser.add_argument("--readme", type=Path, default=RESULTS_PAGE,
                         help="the page that --render-readme rewrites (default: docs/results.md)")
     args = parser.parse_args(argv)
@@ -988,7 +994,8 @@ def main(argv: list[str] | None = None) -> int:
         if problem is None:
             args.record.parent.mkdir(parents=True, exist_ok=True)
             atomic.write_text(args.record, json.dumps(summary, indent=2) + "\n")
-            print(f"record: {args.record} (the table in docs/results.md: python benchmarks/label_efficiency.py --render-readme)")
+            print(f"record: {args.record} "
+                  "(the table in docs/results.md: python benchmarks/label_efficiency.py --render-readme)")
         else:
             print(f"record NOT written to {args.record}: {problem}")
     print(f"\nmIoU (%) on sequence {s.val_sequence} ({val_scans} scans), mean of n seeds; (mean difference to "

@@ -37,7 +37,8 @@ METHODS = {"voxseg": ROOT / "configs/preprocess/default.yaml",
            "reference": ROOT / "configs/preprocess/tarl_reference.yaml"}
 
 
-def run_windows(cfg: dict, windows: list[tuple[list[np.ndarray], np.ndarray]]) -> tuple[list[np.ndarray], list[np.ndarray], float, float]:
+def run_windows(cfg: dict, windows: list[tuple[list[np.ndarray], np.ndarray]]
+                ) -> tuple[list[np.ndarray], list[np.ndarray], float, float]:
     """Ground removal, stacking and grouping of each window, timed as the pipeline runs them
     (each scan's ground mask computed once, reused by the windows sharing the scan); returns
     labels, ground masks, seconds per window and peak memory growth (GB)."""
@@ -71,9 +72,9 @@ def synthetic(args) -> float:
     seconds = {}
     for name, path in METHODS.items():
         labels, masks, seconds[name], peak = run_windows(pipeline.resolve(path), windows)
-        pur = np.mean([quality.purity(lab, s, i) for lab, (s, i) in zip(labels, truth)])
-        cov = np.mean([quality.coverage(lab, s, i) for lab, (s, i) in zip(labels, truth)])
-        share = np.mean([quality.grouped(lab, m) for lab, m in zip(labels, masks)])
+        pur = np.mean([quality.purity(lab, s, i) for lab, (s, i) in zip(labels, truth, strict=True)])
+        cov = np.mean([quality.coverage(lab, s, i) for lab, (s, i) in zip(labels, truth, strict=True)])
+        share = np.mean([quality.grouped(lab, m) for lab, m in zip(labels, masks, strict=True)])
         g = ground_scores(np.concatenate(masks), np.concatenate([s for s, _ in truth]))
         groups = np.mean([lab.max() + 1 for lab in labels])
         print(f"{name:<10} {seconds[name]:9.2f} {peak:8.2f} {groups:7.0f} {pur:7.3f} {cov:9.3f} {share:8.3f} "
@@ -132,7 +133,8 @@ def main() -> None:
                         help="synthetic dataset (tools/make_synthetic.py; default: %(default)s)")
     parser.add_argument("--sequence", default="00")
     parser.add_argument("--windows", type=int, default=3, help="12-scan windows to time (default: %(default)s)")
-    parser.add_argument("--real", default=os.environ.get("VOXSEG_KITTI_REAL", str(ROOT.parent / "shared/data/kitti_real")),
+    parser.add_argument("--real",
+                        default=os.environ.get("VOXSEG_KITTI_REAL", str(ROOT.parent / "shared/data/kitti_real")),
                         help="directory of real KITTI .bin scans (skipped when absent)")
     args = parser.parse_args()
     if not (Path(args.dataset) / "sequences").is_dir():

@@ -32,7 +32,7 @@ def match(previous: np.ndarray, current: np.ndarray, min_iou: float) -> dict[int
     inter = scipy.sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(cur_ids), len(prev_ids))).toarray()
     iou = inter / (cur_size[:, None] + prev_size[None, :] - inter)
     r, c = linear_sum_assignment(iou, maximize=True)
-    return {int(cur_ids[i]): int(prev_ids[j]) for i, j in zip(r, c) if iou[i, j] >= min_iou}
+    return {int(cur_ids[i]): int(prev_ids[j]) for i, j in zip(r, c, strict=True) if iou[i, j] >= min_iou}
 
 
 class Linker:

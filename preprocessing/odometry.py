@@ -36,8 +36,8 @@ Defaults, for a KITTI-like HDL-64E on a car roof:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sized
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from tqdm import tqdm
@@ -127,10 +127,11 @@ def estimate_poses(scans: Iterable[np.ndarray], max_range: float = DEFAULT_MAX_R
     odometry = KissICP(config=kiss_config(max_range, min_range, voxel_size, max_threads))
     thin = _GroundThinner(ground_keep)
     no_timestamps = np.empty(0)
-    if total is None and hasattr(scans, "__len__"):
+    if total is None and isinstance(scans, Sized):
         total = len(scans)
     poses = []
-    for index, scan in enumerate(tqdm(scans, total=total, desc="odometry (KISS-ICP)", unit="scan", disable=not progress)):
+    bar = tqdm(scans, total=total, desc="odometry (KISS-ICP)", unit="scan", disable=not progress)
+    for index, scan in enumerate(bar):
         scan = np.asarray(scan)
         if scan.ndim != 2 or scan.shape[1] < 3:
             raise UnregistrableScan(index, f"expected an (N, 3+) point array, got shape {scan.shape}")
@@ -142,8 +143,8 @@ def estimate_poses(scans: Iterable[np.ndarray], max_range: float = DEFAULT_MAX_R
         poses.append(np.array(odometry.last_pose, dtype=np.float64))
     if not poses:
         return np.zeros((0, 4, 4))
-    poses = np.stack(poses)
-    return np.linalg.inv(poses[0]) @ poses  # KISS-ICP starts at identity already; make it exact
+    stacked = np.stack(poses)
+    return np.linalg.inv(stacked[0]) @ stacked  # KISS-ICP starts at identity already; make it exact
 
 
 def write_estimated_poses(sequence_dir: str | os.PathLike, poses_lidar: np.ndarray,
@@ -167,7 +168,7 @@ def write_estimated_poses(sequence_dir: str | os.PathLike, poses_lidar: np.ndarr
     if poses_path.exists() and not overwrite:
         raise DataFormatError(f"{poses_path}: poses file already exists; not overwriting it with estimated poses "
                               "(delete it, or pass overwrite=True)")
-    trs = []  # (its file, None for `tr`; Tr): the first applies, the others must agree with it
+    trs: list[tuple[Path | None, np.ndarray]] = []  # (its file, None for `tr`; Tr): the first applies
     if calib_path.exists():
         trs.append((calib_path, sk.read_calib(calib_path)["Tr"]))
     if tr is not None:

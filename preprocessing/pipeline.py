@@ -40,6 +40,7 @@ import signal
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -47,15 +48,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from voxseg import atomic, config as cfglib
-from voxseg.config import Component
-from voxseg.data import groups as grouplib
-from voxseg.data import semantic_kitti as sk
-from voxseg.errors import DataFormatError, VoxsegError
 from preprocessing import odometry, stacking
 from preprocessing.ground import GROUND
 from preprocessing.grouping import GROUPING
 from preprocessing.linking import Linker, relabel
+from voxseg import atomic, config as cfglib
+from voxseg.config import Component
+from voxseg.data import groups as grouplib, semantic_kitti as sk
+from voxseg.errors import DataFormatError, VoxsegError
 
 CHUNK = 4  # consecutive windows per task: they share scans, read and ground-segmented once
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -81,11 +81,11 @@ class PreprocessConfig:
     linking: LinkingSection = field(default_factory=LinkingSection)
 
 
-def resolve(path: str | os.PathLike, overrides: list[str] = ()) -> dict:
+def resolve(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict:
     import preprocessing.ground  # noqa: F401  (registers the components)
     import preprocessing.grouping  # noqa: F401
 
-    return cfglib.validate(cfglib.load(path, overrides), PreprocessConfig)
+    return cfglib.validate(cfglib.load(Path(path), overrides), PreprocessConfig)
 
 
 # ------------------------------------------------------------------------------ planning
@@ -229,7 +229,7 @@ def _scan_and_ground(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def group_window(scans: list[np.ndarray], ground: list[np.ndarray], poses: np.ndarray, grouping) -> np.ndarray:
     """Local labels of every point of a window (scans in order): the non-ground points are
     stacked into the first scan's frame and grouped; ground and noise get -1."""
-    points, _ = stacking.stack([scan[~mask] for scan, mask in zip(scans, ground)], poses)
+    points, _ = stacking.stack([scan[~mask] for scan, mask in zip(scans, ground, strict=True)], poses)
     is_ground = np.concatenate(ground)
     labels = np.full(len(is_ground), -1, dtype=np.int32)
     labels[~is_ground] = grouping(points[:, :3])
@@ -241,6 +241,7 @@ def _run_window(task: tuple[SequencePlan, int]) -> tuple[str, int]:
     plan, w = task
     window = plan.windows[w]
     loaded = [_scan_and_ground(plan.scan(i)) for i in window.frames]
+    assert plan.poses is not None  # estimated before any window runs (estimate_missing_poses)
     labels = group_window([s for s, _ in loaded], [g for _, g in loaded], plan.poses[window.start:window.stop],
                           _worker["grouping"])
     offsets = plan.offsets(window)
@@ -307,7 +308,9 @@ def link_and_write(plan: SequencePlan, min_iou: float) -> tuple[int, int]:
     previous = None  # (window, its labels as global ids)
     written = 0
     for w, window in enumerate(plan.windows):
-        local = read_window(plan, w).astype(np.int64)
+        cached = read_window(plan, w)
+        assert cached is not None, f"window {w} of {plan.name} was checked complete before linking"
+        local = cached.astype(np.int64)
         offsets = plan.offsets(window)
         if previous is None:
             ids = linker.first(local)
@@ -412,8 +415,10 @@ def run(dataset: str | os.PathLike, sequences: list[str], cfg: dict, out: str | 
             info["written"], info["groups"] = link_and_write(plan, cfg["linking"]["min_iou"])
             publish_windows(plan)
             info["status"] = "complete"
+            poses = odometry.poses_file(plan.source, plan.output_dir)
+            assert poses is not None  # the plan's poses were read (or estimated and written) from it
             manifest.update(status="complete", groups=info["groups"], versions=versions(),
-                            poses=str(odometry.poses_file(plan.source, plan.output_dir).resolve()),
+                            poses=str(poses.resolve()),
                             format_version=grouplib.FORMAT_VERSION, windows_layout=grouplib.LAYOUT,
                             window_scans=[[window.start, window.stop] for window in plan.windows])
             atomic.write_text(plan.target / "manifest.json", json.dumps(manifest, indent=2) + "\n")

@@ -14,8 +14,11 @@ def group_colours(groups: np.ndarray) -> np.ndarray:
     """(N, 3) RGB in [0, 1]: a fixed colour per group id (the same id gets the same colour in
     every scan, so linked ids are visible as steady colours); grey for -1."""
     import matplotlib
+    from matplotlib.colors import ListedColormap
 
-    palette = np.asarray(matplotlib.colormaps["tab20"].colors)
+    tab20 = matplotlib.colormaps["tab20"]
+    assert isinstance(tab20, ListedColormap)  # a qualitative colormap: a list of colours
+    palette = np.asarray(tab20.colors)
     colours = np.full((len(groups), 3), 0.75)
     grouped = groups >= 0
     # a multiplicative hash spreads neighbouring ids over the palette

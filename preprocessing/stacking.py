@@ -78,6 +78,6 @@ def stack(scans: list[np.ndarray], poses: np.ndarray, reference: int = 0) -> tup
     if len(scans) != len(poses):
         raise DataFormatError(f"{len(scans)} scans but {len(poses)} poses")
     to_reference = np.linalg.inv(poses[reference])
-    moved = [transform(s, to_reference @ pose) for s, pose in zip(scans, poses)]
+    moved = [transform(s, to_reference @ pose) for s, pose in zip(scans, poses, strict=True)]
     owner = np.repeat(np.arange(len(scans)), [len(s) for s in scans])
     return np.concatenate(moved) if moved else np.zeros((0, 4), np.float32), owner

@@ -11,7 +11,6 @@ import pytest
 from tests.helpers import ROOT
 
 
-
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """Two short synthetic sequences at a quarter of KITTI's azimuth resolution (~30k points/scan)."""

@@ -133,7 +133,7 @@ def check_instance_predictions_reproduce_the_run(run: Path, dataset: Path, out: 
                "--sequences", sequence, "--out", str(pred))
     assert done.returncode == 0, done.stderr
     labels = LabelConfig.load(SYNTHETIC_LABELS)
-    things = {labels.learning_map_inv[c] for c in labels.things}
+    things = {labels.learning_map_inv[c] for c in labels.thing_learn_ids}
     folder = pred / "sequences" / sequence
     frames = sorted(p.stem for p in (dataset / "sequences" / sequence / "velodyne").glob("*.bin"))
     assert sorted(p.stem for p in (folder / "predictions").glob("*.label")) == frames

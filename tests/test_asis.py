@@ -180,8 +180,8 @@ def test_semantic_awareness_and_fusion_switches(rng):
     depend on other voxels' semantic features (eq. 6); vanilla has neither."""
     from types import SimpleNamespace
 
-    features = SimpleNamespace(voxel=SimpleNamespace(F=torch.randn(40, 8)), voxel_batch=torch.zeros(40, dtype=torch.long),
-                               inverse=torch.arange(40))
+    features = SimpleNamespace(voxel=SimpleNamespace(F=torch.randn(40, 8)),
+                               voxel_batch=torch.zeros(40, dtype=torch.long), inverse=torch.arange(40))
     for sa, fusion in ((True, True), (False, False), (True, False)):
         torch.manual_seed(0)
         head = ASISHead(8, num_classes=3, thing_classes=[0], channels=6, semantic_awareness=sa,

@@ -18,7 +18,6 @@ from voxseg import atomic
 from voxseg.errors import VoxsegError
 
 
-
 @pytest.fixture
 def old(tmp_path):
     """A file with content to keep."""

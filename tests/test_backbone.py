@@ -64,7 +64,7 @@ def test_voxelization_averages_and_slices_back():
     feat = torch.tensor([[1.0], [3.0], [5.0]])
     field = sparse.to_field(coord, feat, torch.zeros(3, dtype=torch.long), voxel_size=0.1)
     voxels = field.sparse()
-    by_coord = {tuple(c.tolist()): f.item() for c, f in zip(voxels.C, voxels.F)}
+    by_coord = {tuple(c.tolist()): f.item() for c, f in zip(voxels.C, voxels.F, strict=True)}
     assert by_coord == {(0, 0, 0, 0): 2.0, (0, 2, 0, 0): 5.0}
     assert voxels.slice(field).F.squeeze(1).tolist() == [2.0, 2.0, 5.0]
 

@@ -69,7 +69,8 @@ def test_nan_intensity_is_named(dataset_copy, tmp_path, monkeypatch):
     points = sk.read_scan(bad)
     points[7, 3] = np.nan
     sk.write_scan(bad, points)
-    done = cli("tools/finetune.py", "--config", str(FINETUNE_CONFIG), *finetune_overrides(dataset_copy, tmp_path / "run"))
+    done = cli("tools/finetune.py", "--config", str(FINETUNE_CONFIG),
+               *finetune_overrides(dataset_copy, tmp_path / "run"))
     one_error_line(done, f"{bad}: 1 of {len(points)} points have NaN or infinite intensities")
     assert not (tmp_path / "run").exists()
 
@@ -235,7 +236,8 @@ def test_resume_with_a_changed_config_needs_consent(finished, tiny_dataset):
     before = (finished / "config.yaml").read_bytes()
     cfg = resolve(tiny_dataset, finished, **{"train.max_steps": 3, "train.val_every": 0, "train.lr": 0.5,
                                              "train.num_workers": 1})
-    with pytest.raises(VoxsegError, match=r"differs from the run's in train.lr, train.max_steps; pass --allow-config-change"):
+    with pytest.raises(VoxsegError,
+                       match=r"differs from the run's in train.lr, train.max_steps; pass --allow-config-change"):
         finetune.run(cfg, resume=True)
     assert (finished / "config.yaml").read_bytes() == before
     finetune.run(cfg, resume=True, allow_config_change=True)

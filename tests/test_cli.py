@@ -32,7 +32,8 @@ def test_overrides_are_taken_from_anywhere_on_the_line():
 
 
 @pytest.mark.parametrize("tool, args, message", [
-    ("finetune", ["--config", str(FINETUNE_CONFIG), "output_dir=OUT", "--pretrained", "missing.pt", "train.batch_size=0"],
+    ("finetune",
+     ["--config", str(FINETUNE_CONFIG), "output_dir=OUT", "--pretrained", "missing.pt", "train.batch_size=0"],
      "command line: train.batch_size: must be >= 1, got 0"),
     ("pretrain", ["--config", str(PRETRAIN_CONFIG), "output_dir=OUT", "--resume", "train.batch_size=0"],
      "command line: train.batch_size: must be >= 1, got 0"),

@@ -69,7 +69,8 @@ def test_query_points_get_their_own_batch_index():
                 "query": {"coord": np.full((q, 3), n, np.float32), "occupancy": np.asarray(occupancy, np.float32)}}
 
     batch = collate([sample(3, [1, 0]), sample(1, [0, 0, 1, 1])])
-    assert torch.equal(batch["batch"], torch.tensor([0, 0, 0, 1])) and torch.equal(batch["offset"], torch.tensor([3, 4]))
+    assert torch.equal(batch["batch"], torch.tensor([0, 0, 0, 1]))
+    assert torch.equal(batch["offset"], torch.tensor([3, 4]))
     query = batch["query"]
     assert torch.equal(query["batch"], torch.tensor([0, 0, 1, 1, 1, 1]))
     assert torch.equal(query["offset"], torch.tensor([2, 6]))
@@ -93,7 +94,8 @@ def test_values_that_are_not_per_point():
 
 
 def test_samples_with_different_keys():
-    with pytest.raises(ValueError, match=r"sample 1\['view1'\] has keys \['coord'\], sample 0\['view1'\] \['coord', 'group'\]"):
+    with pytest.raises(ValueError,
+                       match=r"sample 1\['view1'\] has keys \['coord'\], sample 0\['view1'\] \['coord', 'group'\]"):
         collate([{"view1": points(1, group=[0])}, {"view1": points(1)}])
 
 

@@ -13,13 +13,14 @@ from voxseg.config import Component, Range
 from voxseg.errors import ConfigError
 from voxseg.registry import Registry
 
-
 TOYS = Registry("toy")
 
 
 @TOYS.register()
 class ToyBlock:
-    def __init__(self, width: int, scale: float = 1.0, name: str = "a", tags: list[str] = []):
+    # literal defaults, as in registered components: the config schema and the resolved config
+    # record them as written (a None stand-in would change what is recorded)
+    def __init__(self, width: int, scale: float = 1.0, name: str = "a", tags: list[str] = []):  # noqa: B006
         pass
 
 
@@ -52,7 +53,8 @@ def write(path, data):
 def test_base_merge_and_override_order(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "base").mkdir()
-    write(tmp_path / "base" / "a.yaml", {"block": {"type": "ToyBlock", "width": 4, "scale": 2.0}, "section": {"steps": 1}})
+    write(tmp_path / "base" / "a.yaml",
+          {"block": {"type": "ToyBlock", "width": 4, "scale": 2.0}, "section": {"steps": 1}})
     write(tmp_path / "base" / "b.yaml", {"section": {"steps": 2, "rate": 0.1}})
     write(tmp_path / "top.yaml", {"_base_": ["base/a.yaml", "base/b.yaml"], "block": {"width": 8}})
     loaded = cfglib.load("top.yaml", ["section.rate=0.25", "block.tags=[x, y]"])
@@ -110,7 +112,8 @@ def test_component_errors(tmp_path, monkeypatch):
     write(tmp_path / "a.yaml", {"block": {"type": "ToyBlock"}})
     with pytest.raises(ConfigError, match=r"a\.yaml: block: missing required key 'width'"):
         cfglib.validate(cfglib.load("a.yaml"), Schema)
-    write(tmp_path / "a.yaml", {"block": {"type": "ToyBlock", "width": 1}, "blocks": [{"type": "OtherBlock", "deep": 1}]})
+    write(tmp_path / "a.yaml",
+          {"block": {"type": "ToyBlock", "width": 1}, "blocks": [{"type": "OtherBlock", "deep": 1}]})
     with pytest.raises(ConfigError, match=r"a\.yaml: blocks\.0\.deep: unknown key"):
         cfglib.validate(cfglib.load("a.yaml"), Schema)
 
@@ -321,8 +324,9 @@ class HolderSchema:
 
 def test_dict_of_named_components_with_injected_arguments(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    path = write(tmp_path / "h.yaml", {"holder": {"type": "ToyHeadHolder", "heads": {"sem": {"type": "ToyInjectedHead"}}},
-                                      "groups": [{"params": "a.*", "lr": "1e-3"}]})
+    path = write(tmp_path / "h.yaml",
+                 {"holder": {"type": "ToyHeadHolder", "heads": {"sem": {"type": "ToyInjectedHead"}}},
+                  "groups": [{"params": "a.*", "lr": "1e-3"}]})
     resolved = cfglib.validate(cfglib.load(path), HolderSchema)
     assert resolved["holder"]["heads"] == {"sem": {"type": "ToyInjectedHead", "classes": 2}}
     assert resolved["groups"] == [{"params": "a.*", "lr": 0.001}]  # YAML 1.1 reads 1e-3 as a string
@@ -341,7 +345,7 @@ def test_dict_of_named_components_with_injected_arguments(tmp_path, monkeypatch)
 # ------------------------------------------------------------------- ranges on mapping values
 @TOYS.register()
 class WeightedToyBlock:
-    def __init__(self, weights: dict[str, Annotated[float, Range(ge=0)]] = {}):
+    def __init__(self, weights: dict[str, Annotated[float, Range(ge=0)]] = {}):  # noqa: B006  (a literal default)
         pass
 
 

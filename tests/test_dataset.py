@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import SYNTHETIC_LABELS
-from voxseg.data import semantic_kitti as sk
-from voxseg.data import transforms
+from voxseg.data import semantic_kitti as sk, transforms
 from voxseg.data.collate import collate
 from voxseg.data.dataset import SemanticKITTI
 from voxseg.data.labels import LabelConfig
@@ -18,7 +17,8 @@ from voxseg.errors import ConfigError, DataFormatError
 
 
 def test_sample_contents(tiny_dataset):
-    dataset = SemanticKITTI(str(tiny_dataset), str(SYNTHETIC_LABELS), sequences=[0, 1], features=["intensity", "height"])
+    dataset = SemanticKITTI(str(tiny_dataset), str(SYNTHETIC_LABELS), sequences=[0, 1],
+                            features=["intensity", "height"])
     assert len(dataset) == 9 and dataset.name(6) == "01/000000"
     sample = dataset[0]
     n = len(sample["coord"])
@@ -30,7 +30,7 @@ def test_sample_contents(tiny_dataset):
 
 def test_synthetic_instances_are_dense_and_of_thing_classes(tiny_dataset):
     dataset = SemanticKITTI(str(tiny_dataset), str(SYNTHETIC_LABELS), sequences=[0])
-    things = LabelConfig.load(SYNTHETIC_LABELS).thing_classes
+    things = LabelConfig.load(SYNTHETIC_LABELS).thing_train_ids
     for index in (0, 5):
         sample = dataset[index]
         instance, segment = sample["instance"], sample["segment"]

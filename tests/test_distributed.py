@@ -13,7 +13,7 @@ import torch
 
 from tests.helpers import FINETUNE_CONFIG, ROOT, finetune_overrides
 from voxseg import distributed, sparse
-from voxseg.engine import checkpoint, device as device_lib, finetune
+from voxseg.engine import checkpoint, device as device_lib, finetune, training_run
 from voxseg.engine.inference import predict
 from voxseg.engine.trainer import EpochSampler
 from voxseg.errors import ConfigError, VoxsegError
@@ -100,8 +100,8 @@ def test_device_without_cuda_is_one_clear_error(monkeypatch):
 
 def test_sync_bn_on_cpu_is_a_config_error(tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    cfg = finetune.resolve(str(FINETUNE_CONFIG), finetune_overrides(tiny_dataset, tmp_path / "run", **{"train.sync_bn": "true",
-                                                                                     "train.device": "cpu"}))
+    overrides = finetune_overrides(tiny_dataset, tmp_path / "run", **{"train.sync_bn": "true", "train.device": "cpu"})
+    cfg = finetune.resolve(str(FINETUNE_CONFIG), overrides)
     with pytest.raises(ConfigError, match="train.sync_bn needs CUDA"):
         finetune.run(cfg)
     assert not (tmp_path / "run").exists()
@@ -110,7 +110,7 @@ def test_sync_bn_on_cpu_is_a_config_error(tiny_dataset, tmp_path, monkeypatch):
 def test_resume_with_another_world_size_is_a_config_change():
     saved = {"train": {"world_size": 2, "batch_size": 1}}
     with pytest.raises(VoxsegError, match="differs from the run's in train.world_size"):
-        finetune.check_resume_config(saved, {"train": {"world_size": 1, "batch_size": 1}}, "last.pt", False)
+        training_run.check_resume_config(saved, {"train": {"world_size": 1, "batch_size": 1}}, "last.pt", False)
 
 
 def _scalars(run_dir, tag: str) -> list[float]:

@@ -120,6 +120,9 @@ class ScoreEvaluator:
     def result(self):
         return {"score": float(np.mean(self.values))}
 
+    def summary(self, result):  # the Evaluator contract (voxseg.contracts)
+        return f"score {result['score']}"
+
 
 def test_best_is_decided_on_the_same_scans_every_time(tmp_path, monkeypatch):
     """Scan 0 is the validation subset (max_scans=1). At step 2 it scores 0.6; at the end (step 4)
@@ -136,8 +139,9 @@ def test_best_is_decided_on_the_same_scans_every_time(tmp_path, monkeypatch):
     saved = []
     monkeypatch.setattr(hooks, "predict", fake_predict)
     monkeypatch.setattr(hooks.checkpoint, "save", lambda path, trainer, config: saved.append((path.name, trainer.step)))
-    hook = hooks.ValidationHook([0, 1, 2], ScoreEvaluator, every=2, checkpoint_dir=tmp_path, metrics_path=tmp_path / "m.json",
-                                config={}, key_metric="score", mode="max", max_scans=1)
+    hook = hooks.ValidationHook([0, 1, 2], ScoreEvaluator, every=2, checkpoint_dir=tmp_path,
+                                metrics_path=tmp_path / "m.json", config={}, key_metric="score", mode="max",
+                                max_scans=1)
     trainer = SimpleNamespace(step=0, max_steps=4, state={}, model=None, device=None, log=lambda scalars: None,
                               ctx=distributed.Context())
     hook.before_train(trainer)
@@ -156,7 +160,8 @@ def test_best_follows_the_metric_direction(tmp_path, monkeypatch):
     from voxseg.engine import hooks
 
     scores = {2: [0.6], 4: [0.5]}
-    monkeypatch.setattr(hooks, "predict", lambda m, d, dev, idx: ((str(i), {"score": scores[trainer.step][i]}, {}) for i in idx))
+    monkeypatch.setattr(hooks, "predict",
+                        lambda m, d, dev, idx: ((str(i), {"score": scores[trainer.step][i]}, {}) for i in idx))
     saved = []
     monkeypatch.setattr(hooks.checkpoint, "save", lambda path, trainer, config: saved.append(trainer.step))
     hook = hooks.ValidationHook([0], ScoreEvaluator, every=2, checkpoint_dir=tmp_path, metrics_path=tmp_path / "m.json",

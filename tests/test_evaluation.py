@@ -74,7 +74,7 @@ def test_confusion_matrix_layout():
 
 def test_train_id_path_matches_raw_path(labels):
     evaluator = SemanticEvaluator(labels)
-    for pred, gt in zip(PRED, GT):
+    for pred, gt in zip(PRED, GT, strict=True):
         gt_train = labels.raw_to_train(gt)
         pred_train = labels.raw_to_train(pred)
         keep = pred_train >= 0  # the train path cannot predict "unlabeled": score the rest only
@@ -85,7 +85,7 @@ def test_train_id_path_matches_raw_path(labels):
 
 
 def write_fixture(tmp_path):
-    for i, (gt, pred) in enumerate(zip(GT, PRED)):
+    for i, (gt, pred) in enumerate(zip(GT, PRED, strict=True)):
         sk.write_label(tmp_path / "gt" / f"{i:06d}.label", gt, np.full(len(gt), 3))  # instance bits ignored
         sk.write_label(tmp_path / "pred" / f"{i:06d}.label", pred)
 

@@ -170,8 +170,9 @@ def test_cli_refuses_a_misfit_pretrained_backbone_in_one_line_and_leaves_the_fol
     out = tmp_path / "run"
     out.mkdir()
     (out / "notes.txt").write_bytes(b"the user's own file\n")
-    done = subprocess.run([sys.executable, "tools/finetune.py", "--config", str(FINETUNE_CONFIG), "--pretrained", str(source),
-                           *finetune_overrides(tiny_dataset, out)], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "tools/finetune.py", "--config", str(FINETUNE_CONFIG),
+                           "--pretrained", str(source), *finetune_overrides(tiny_dataset, out)],
+                          cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr == (f"error: {source}: backbone MinkUNet18A (in_channels 1, features [intensity]) does not "
                            f"fit the model's MinkUNet14A (in_channels 1, features [intensity]){PARTIAL}\n")
@@ -181,7 +182,8 @@ def test_cli_refuses_a_misfit_pretrained_backbone_in_one_line_and_leaves_the_fol
 
 @pytest.mark.parametrize("bad", ["train.max_stepz=3", "model.backbone.voxel_size=fine"])
 def test_cli_config_errors_are_one_line(tmp_path, bad):
-    done = subprocess.run([sys.executable, "tools/finetune.py", "--config", str(FINETUNE_CONFIG.relative_to(ROOT)), bad],
+    done = subprocess.run([sys.executable, "tools/finetune.py", "--config", str(FINETUNE_CONFIG.relative_to(ROOT)),
+                           bad],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert done.stderr.startswith("error: command line: ")
@@ -191,7 +193,8 @@ def test_cli_config_errors_are_one_line(tmp_path, bad):
 def test_cli_names_the_bad_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"_base_": str(FINETUNE_CONFIG), "train": {"lr": "fast"}}))
-    done = subprocess.run([sys.executable, "tools/finetune.py", "--config", str(bad)], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "tools/finetune.py", "--config", str(bad)], cwd=ROOT, capture_output=True,
+                          text=True)
     assert done.returncode == 2
     assert f"{bad}: train.lr: expected float, got str 'fast'" in done.stderr
 
@@ -220,7 +223,8 @@ def test_model_learns_a_scan(tiny_dataset, tmp_path, monkeypatch):
     assert done.returncode == 0, done.stderr
     files = sorted((pred / "sequences" / "00" / "predictions").glob("*.label"))
     assert [f.stem for f in files] == [f"{i:06d}" for i in range(6)]
-    done = subprocess.run([sys.executable, "tools/evaluate.py", "--gt-labels", str(tiny_dataset / "sequences" / "00" / "labels"),
+    done = subprocess.run([sys.executable, "tools/evaluate.py",
+                           "--gt-labels", str(tiny_dataset / "sequences" / "00" / "labels"),
                            "--pred-labels", str(files[0].parent), "--label-config", "configs/labels/synthetic.yaml",
                            "--out", str(pred / "metrics.json")], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -466,7 +466,9 @@ def test_scannet_unknown_labels_are_all_named_in_one_line(scannet_root):
     root, _ = scannet_root
     aggregation = root / "scans" / SCENE / f"{SCENE}.aggregation.json"
     labels = ["spaceship", "chair", "countertop", "trashcan", "spaceship", "computer", "wall"]
-    groups = [{"objectId": o, "label": label, "segments": [s]} for o, (label, s) in enumerate(zip(labels, SEGMENTS))]
+    # the first len(labels) segments: one object each
+    groups = [{"objectId": o, "label": label, "segments": [s]}
+              for o, (label, s) in enumerate(zip(labels, SEGMENTS, strict=False))]
     aggregation.write_text(json.dumps({"segGroups": groups}))
     message = (f"{aggregation}: labels not in {root / 'scannetv2-labels.combined.tsv'}: 'spaceship' (2 objects), "
                "'countertop' (1 object), 'computer' (1 object)")
@@ -525,12 +527,12 @@ def test_scannet_missing_files_are_named(scannet_root):
 def test_label_configs_have_the_benchmark_classes():
     s3dis = LabelConfig.load(S3DIS_LABELS)
     assert s3dis.class_names == list(S3DIS_TRAIN)
-    assert s3dis.thing_classes == list(range(13)) and s3dis.stuff_classes == []
+    assert s3dis.thing_train_ids == list(range(13)) and s3dis.stuff_train_ids == []
     assert s3dis.raw_to_train(np.arange(15)).tolist() == [-1, *range(13), 12]  # stairs -> clutter
     scannet = LabelConfig.load(SCANNET_LABELS)
     assert scannet.num_classes == 20 and scannet.class_names[:3] == ["wall", "floor", "cabinet"]
-    assert scannet.class_names[-1] == "otherfurniture" and scannet.stuff_classes == [0, 1]
-    assert scannet.thing_classes == list(range(2, 20))
+    assert scannet.class_names[-1] == "otherfurniture" and scannet.stuff_train_ids == [0, 1]
+    assert scannet.thing_train_ids == list(range(2, 20))
     valid = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39]
     train = scannet.raw_to_train(np.arange(41))
     assert [int(train[i]) for i in valid] == list(range(20))
@@ -545,7 +547,7 @@ def test_transforms_and_collate_carry_colours(s3dis_root, scannet_root):
     dataset = S3DIS(str(root), S3DIS_LABELS, areas=[1, 5], features=["color", "height"], transforms=augment)
     dataset.seed = 4
     samples = [dataset[0], dataset[1]]
-    for sample, room in zip(samples, ROOMS):
+    for sample, room in zip(samples, ROOMS, strict=True):
         rows = np.concatenate(written[room])[sample["point_index"]]
         assert np.array_equal(sample["color"], (rows[:, 3:] / 255.0).astype(np.float32))
         assert np.allclose(sample["coord"][:, 2], 2 * rows[:, 2], rtol=1e-5)
@@ -561,13 +563,14 @@ def test_transforms_and_collate_carry_colours(s3dis_root, scannet_root):
 
     scannet = ScanNet(str(scannet_root[0]), SCANNET_LABELS, scenes=[SCENE], transforms=augment)
     sample = scannet[0]
-    assert np.array_equal(sample["color"], (scannet_root[1][SCENE][1][sample["point_index"]] / 255.0).astype(np.float32))
+    assert np.array_equal(sample["color"],
+                          (scannet_root[1][SCENE][1][sample["point_index"]] / 255.0).astype(np.float32))
     assert np.array_equal(sample["instance"], np.asarray(SCANNET_INSTANCE)[sample["point_index"]])
 
 
 # -------------------------------------------------------------------------- shipped configs
 @pytest.mark.parametrize("name", [f"{dataset}_minkunet14a_{head}" for dataset in ("s3dis", "scannet")
-                                  for head in ("asis", "probabilistic", "mpnet", "grouping")])
+                                  for head in ("asis", "probabilistic", "mpnet", "dpgnet")])
 def test_indoor_finetune_configs_build_on_the_fixtures(name, s3dis_root, scannet_root):
     from voxseg.engine import finetune
     from voxseg.engine.optim import build_optimizer
@@ -584,16 +587,17 @@ def test_indoor_finetune_configs_build_on_the_fixtures(name, s3dis_root, scannet
     labels = train_set.label_config
     assert labels.num_classes == (13 if s3dis else 20)
     head_type = {"asis": "ASISHead", "probabilistic": "ProbabilisticEmbeddingHead", "mpnet": "MPNetHead",
-                 "grouping": "GroupingHead"}[name.rsplit("_", 1)[1]]
+                 "dpgnet": "DPGNetHead"}[name.rsplit("_", 1)[1]]
     (head,) = model.heads.values()
     assert type(head).__name__ == head_type and head.num_classes == labels.num_classes
-    assert head.thing_classes == labels.thing_classes
+    assert head.thing_classes == labels.thing_train_ids
     finetune.check_model(model, labels, train_set, EVALUATORS.build(cfg["evaluator"], labels=labels), cfg["train"])
     build_optimizer(model, cfg["train"])  # every param_groups pattern matches (MPNet: its learned betas)
     train_set.check(progress=False)
     val_set.check(progress=False)
     sample = val_set[0]
-    assert sample["feat"].shape == (len(sample["coord"]), 3) and sample["name"] == ("Area_5/hallway_2" if s3dis else "scene0001_01")
+    assert sample["feat"].shape == (len(sample["coord"]), 3)
+    assert sample["name"] == ("Area_5/hallway_2" if s3dis else "scene0001_01")
     assert DATASETS.get("S3DIS") is S3DIS and DATASETS.get("ScanNet") is ScanNet
 
 
@@ -668,7 +672,8 @@ def test_infer_writes_each_scene_as_the_model_predicts_it(dataset, s3dis_root, s
     out = tmp_path / "pred"
     done = _infer("--checkpoint", str(ckpt), "--dataset", str(root), "--out", str(out), "--device", "cpu")
     assert done.returncode == 0, done.stderr[-2000:]
-    val = DATASETS.build({**cfg["data"]["val"], "labels": False}, root=str(root), label_config=cfg["data"]["label_config"])
+    val = DATASETS.build({**cfg["data"]["val"], "labels": False}, root=str(root),
+                         label_config=cfg["data"]["label_config"])
     model = MODELS.build(cfg["model"])
     model.load_state_dict(torch.load(ckpt, weights_only=False)["model"])
     (name, pred, sample), = list(predict(model, val, torch.device("cpu")))
@@ -679,7 +684,7 @@ def test_infer_writes_each_scene_as_the_model_predicts_it(dataset, s3dis_root, s
     listing = (out / "instance" / f"{name}.txt").read_text().splitlines()
     ids = sorted(set(pred["instance"].tolist()) - {-1})
     assert len(listing) == len(ids) > 0
-    for line, k in zip(listing, ids):
+    for line, k in zip(listing, ids, strict=True):
         mask_path, label, score = line.split(" ")
         mask = np.loadtxt(out / "instance" / Path(name).parent / mask_path, dtype=np.int64, ndmin=1)
         members = pred["instance"] == k

@@ -174,7 +174,7 @@ def test_fetch_with_no_index_reachable_fails_with_one_line(tmp_path):
 def test_cuda_patch_applies_every_edit(source, pristine):
     result = run_patch(str(source), "--cuda")
     assert result.returncode == 0, result.stderr
-    for rel, old, new in pm.COMMON_EDITS + pm.CUDA_EDITS:
+    for rel, _, new in pm.COMMON_EDITS + pm.CUDA_EDITS:
         assert new in (source / rel).read_text(), rel
     setup = (source / "setup.py").read_text()
     assert 'run_command("pip", "uninstall"' not in setup

@@ -124,7 +124,8 @@ def test_coverage_precision_recall():
     car_wcov = ((8 / 12 * 10 + 1 / 2 * 30) / (10 + 30) + 1) / 2
     # car predictions with best IoU >= 0.5: 1, 2 (exactly 0.5) and scan 2's; prediction 4 is not
     car_prec, car_rec = 3 / 4, 3 / 3
-    assert result["per_class"][CAR] == pytest.approx({"cov": car_cov, "wcov": car_wcov, "prec": car_prec, "rec": car_rec})
+    assert result["per_class"][CAR] == pytest.approx(
+        {"cov": car_cov, "wcov": car_wcov, "prec": car_prec, "rec": car_rec})
     assert result["per_class"][PERSON] == pytest.approx({"cov": 1.0, "wcov": 1.0, "prec": 1.0, "rec": 1.0})
     assert result["mcov"] == pytest.approx((car_cov + 1) / 2)
     assert result["mwcov"] == pytest.approx((car_wcov + 1) / 2)

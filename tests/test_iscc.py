@@ -19,8 +19,16 @@ from voxseg.engine.checkpoint import FORMAT, load_backbone
 from voxseg.models.backbones.minkunet import MinkUNet14A
 from voxseg.pretrain import iscc
 from voxseg.pretrain.iscc import ISCC
-from voxseg.pretrain.losses import (clustering_loss, cosine_scores, group_average, local_info_nce, occupancy_labels,
-                                    occupancy_loss, prototype_entropy, shared_groups)
+from voxseg.pretrain.losses import (
+    clustering_loss,
+    cosine_scores,
+    group_average,
+    local_info_nce,
+    occupancy_labels,
+    occupancy_loss,
+    prototype_entropy,
+    shared_groups,
+)
 from voxseg.pretrain.occupancy import nearest_rows
 from voxseg.pretrain.queue import FeatureQueue
 from voxseg.pretrain.sinkhorn import sinkhorn_knopp, sinkhorn_targets
@@ -170,7 +178,8 @@ def test_momentum_teacher_exact_ema_no_grad_own_bn_stats():
     student = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
     teacher = make_teacher(student, lambda: nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3)))
     assert all(not p.requires_grad for p in teacher.parameters())
-    assert all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), student.state_dict().values()))
+    assert all(torch.equal(a, b)
+               for a, b in zip(teacher.state_dict().values(), student.state_dict().values(), strict=True))
     stats = {k: v.clone() for k, v in teacher.state_dict().items() if "running" in k or "num_batches" in k}
     student.train(), teacher.train()
     student(torch.randn(8, 2)).square().sum().backward()  # a student step's forward and backward
@@ -275,13 +284,13 @@ def test_teacher_follows_only_momentum_update_and_queue_fills_in_training(monkey
     out["loss"].backward()
     assert all(p.grad is None for p in model.teacher.parameters())
     optimizer.step()
-    assert all(torch.equal(a, b) for a, b in zip(before, model.teacher.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.teacher.parameters(), strict=True))
     model.momentum_update()
     students = [*model.backbone.parameters(), *model.projector.parameters()]
     assert len(students) == len(before)
-    for old, new, s in zip(before, model.teacher.parameters(), students):
+    for old, new, s in zip(before, model.teacher.parameters(), students, strict=True):
         assert torch.allclose(new, 0.999 * old + 0.001 * s.detach(), rtol=1e-6, atol=1e-7)
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.teacher.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.teacher.parameters(), strict=True))
 
     model.eval()
     with torch.no_grad():

@@ -49,4 +49,4 @@ def test_minkunet14_forward_backward_on_each_real_scan(kitti_real):
     assert torch.equal(again_logits, logits) and torch.equal(again_loss, loss)
     for name, p in params.items():
         torch.testing.assert_close(again_params[name].grad, p.grad, rtol=1e-4, atol=1e-6,
-                                   msg=lambda m: f"{name}: {m}")
+                                   msg=lambda m, name=name: f"{name}: {m}")

@@ -79,7 +79,7 @@ def test_summary_means_paired_intervals_and_missing_seeds():
     assert lines[2].split() == ["No", "Pre-training", "37.5", "(n=2)", "50.0", "(n=2)"]
     assert lines[3].split() == ["Ours", "(ISCC)", "40.6", "(+3.1", "[-36.6,", "+42.8],", "n=2)", "-"]
     # every seed is printed, with its difference to scratch
-    assert [l.split()[3:] for l in lines if l.split()[:3] == ["Ours", "(ISCC)", "1"]] == [["50.0", "(+0.0)", "-"]]
+    assert [row.split()[3:] for row in lines if row.split()[:3] == ["Ours", "(ISCC)", "1"]] == [["50.0", "(+0.0)", "-"]]
 
 
 def five_seeds(deltas: list[float]) -> dict:
@@ -170,7 +170,8 @@ def test_plan_ablation_rows_and_finished_groups(tmp_path):
 
 def test_ablation_rows_are_the_base_configs_header_and_name_their_public_method():
     header = (ROOT / "configs" / "_base_" / "models" / "minkunet14a_iscc.yaml").read_text()
-    lines = {m.group(1): m.group(2).split() for m in re.finditer(r"^#   (\S+)\s+(model\.[^(\n]*?)\s*(?:\(|$)", header, re.M)}
+    lines = {m.group(1): m.group(2).split()
+             for m in re.finditer(r"^#   (\S+)\s+(model\.[^(\n]*?)\s*(?:\(|$)", header, re.M)}
     assert lines["occ-only(K)"] == ["model.use_local=false", "model.use_global=false", "model.occupancy_bins=K"]
     for row in le.ABLATIONS:
         name, overrides, _ = le.ROWS[row]
@@ -302,7 +303,7 @@ def test_runner_failed_pretraining_skips_its_finetunes_only(tmp_path):
 def test_different_subsets_and_reused_runs_of_other_settings_are_refused(tmp_path):
     s = settings(tmp_path, fractions=[1.0], seeds=[0])
     jobs = [j for j in le.plan(s) if j.kind == "finetune"]
-    for job, text in zip(jobs, ["000000\n", "000001\n"]):
+    for job, text in zip(jobs, ["000000\n", "000001\n"], strict=True):
         job.run_dir.mkdir(parents=True)
         (job.run_dir / "label_subset.txt").write_text(text)
     with pytest.raises(le.BenchError, match="same labelled scans"):
@@ -527,7 +528,7 @@ mIoU (%) on held-out sequence 04 (40 scans), the mean over n seeds; in parenthes
 
 At 1% labels, ISCC - scratch = +3.12 mIoU (mean of 2 seeds, 95% CI [-36.58, +42.83]): target (>= +5.0 mean over >= 5 seeds, 95% CI above 0) NOT met: mean below +5.0, 2 seeds, fewer than 5, CI not above 0
 
-Measured at commit `439dd03` (code hash `c0dec0dec0de`): pretraining 500 steps, fine-tuning 250 steps (batch 1), voxel 0.2 m, training sequences 00 01 02 03; Linux-6.8-x86_64-with-glibc2.39, 2 CPUs, Python 3.12.3, torch 2.11.0, MinkowskiEngine 0.5.4, device cpu; the last invocation took 98 min."""
+Measured at commit `439dd03` (code hash `c0dec0dec0de`): pretraining 500 steps, fine-tuning 250 steps (batch 1), voxel 0.2 m, training sequences 00 01 02 03; Linux-6.8-x86_64-with-glibc2.39, 2 CPUs, Python 3.12.3, torch 2.11.0, MinkowskiEngine 0.5.4, device cpu; the last invocation took 98 min."""  # noqa: E501  (the generated page, verbatim)
 
 
 def test_render_markdown_from_a_record():
@@ -542,8 +543,8 @@ def test_render_readme_replaces_the_marked_block_only(tmp_path):
     assert le.main(["--render-readme", "--record", str(record), "--readme", str(readme)]) == 0
     block = EXPECTED_MARKDOWN.replace(
         "benchmarks/results/label_efficiency.json", str(record)).split("\n")
-    assert readme.read_text() == (before + f"  {le.TABLE_BEGIN}\n" + "\n".join("  " + l if l else "" for l in block)
-                                  + f"\n  {le.TABLE_END}" + after)
+    indented = "\n".join("  " + row if row else "" for row in block)
+    assert readme.read_text() == before + f"  {le.TABLE_BEGIN}\n" + indented + f"\n  {le.TABLE_END}" + after
     rendered = readme.read_bytes()
     assert le.main(["--render-readme", "--record", str(record), "--readme", str(readme)]) == 0
     assert readme.read_bytes() == rendered  # generated, so stable
@@ -573,7 +574,7 @@ def test_render_readme_refuses_bad_input_and_leaves_the_readme(tmp_path):
 def test_summary_document_and_when_it_may_be_the_record(tmp_path):
     s = settings(tmp_path, fractions=[1.0], seeds=[0])
     jobs = [j for j in le.plan(s) if j.kind == "finetune"]
-    for job, miou in zip(jobs, [0.25, 0.3125]):
+    for job, miou in zip(jobs, [0.25, 0.3125], strict=True):
         finish(job, CODE, miou)
     status = {"preprocess": "reused", "pretrain_iscc": "done", "scratch/1pct_seed0": "done", "iscc/1pct_seed0": "done"}
     miou = le.read_results(jobs, status, 5)
@@ -641,7 +642,8 @@ def test_main_prints_the_verdict_last_and_writes_the_record(tmp_path, monkeypatc
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1] == ("At 1% labels, ISCC - scratch = +6.25 mIoU (mean of 5 seeds, 95% CI [+6.25, +6.25]): "
                            "target (>= +5.0 mean over >= 5 seeds, 95% CI above 0) met")
-    assert f"record: {record} (the table in docs/results.md: python benchmarks/label_efficiency.py --render-readme)" in printed
+    assert (f"record: {record} (the table in docs/results.md: python benchmarks/label_efficiency.py --render-readme)"
+            in printed)
     written = json.loads(record.read_text())
     assert written == json.loads((out / "summary.json").read_text())
     assert [(r["row"], r["seed"], r["miou"], r["code_hash"]) for r in written["runs"]] == \

@@ -30,7 +30,8 @@ def test_synthetic_mapping_keeps_its_twelve_classes():
 
 
 def test_bad_label_config(tmp_path):
-    (tmp_path / "l.yaml").write_text("labels: {0: a}\nlearning_map: {0: 0, 1: 3}\nlearning_map_inv: {0: 0, 1: 1}\nlearning_ignore: {0: true, 1: false}\n")
+    (tmp_path / "l.yaml").write_text("labels: {0: a}\nlearning_map: {0: 0, 1: 3}\nlearning_map_inv: {0: 0, 1: 1}\n"
+                                     "learning_ignore: {0: true, 1: false}\n")
     with pytest.raises(ConfigError, match=r"l\.yaml: learning_map targets \[3\] have no learning_map_inv entry"):
         LabelConfig.load(tmp_path / "l.yaml")
     (tmp_path / "m.yaml").write_text("labels: {0: a}\n")
@@ -40,11 +41,11 @@ def test_bad_label_config(tmp_path):
 
 def test_thing_and_stuff_classes():
     kitti = LabelConfig.load(KITTI_LABELS)
-    assert kitti.thing_classes == [0, 1, 2, 3, 4, 5, 6, 7]  # car ... motorcyclist
-    assert kitti.stuff_classes == list(range(8, 19))
+    assert kitti.thing_train_ids == [0, 1, 2, 3, 4, 5, 6, 7]  # car ... motorcyclist
+    assert kitti.stuff_train_ids == list(range(8, 19))
     synthetic = LabelConfig.load(SYNTHETIC_LABELS)
-    assert synthetic.thing_classes == [0, 1]  # car, person
-    assert synthetic.stuff_classes == list(range(2, 12))
+    assert synthetic.thing_train_ids == [0, 1]  # car, person
+    assert synthetic.stuff_train_ids == list(range(2, 12))
 
 
 MINIMAL = "labels: {0: unlabeled, 10: car, 40: road}\nlearning_map: {0: 0, 10: 1, 40: 2}\n" \
@@ -54,9 +55,9 @@ MINIMAL = "labels: {0: unlabeled, 10: car, 40: road}\nlearning_map: {0: 0, 10: 1
 def test_thing_classes_are_checked(tmp_path):
     (tmp_path / "old.yaml").write_text(MINIMAL)
     old = LabelConfig.load(tmp_path / "old.yaml")  # no thing_classes: none
-    assert old.thing_classes == [] and old.stuff_classes == [0, 1]
+    assert old.thing_train_ids == [] and old.stuff_train_ids == [0, 1]
     (tmp_path / "t.yaml").write_text(MINIMAL + "thing_classes: [road]\n")
-    assert LabelConfig.load(tmp_path / "t.yaml").thing_classes == [1]
+    assert LabelConfig.load(tmp_path / "t.yaml").thing_train_ids == [1]
     (tmp_path / "u.yaml").write_text(MINIMAL + "thing_classes: [car, lorry]\n")
     with pytest.raises(ConfigError, match=r"u\.yaml: thing_classes \['lorry'\] are not learn classes"):
         LabelConfig.load(tmp_path / "u.yaml")

@@ -12,7 +12,7 @@ from voxseg.engine import finetune
 from voxseg.registry import HEADS, MODELS
 
 
-@pytest.mark.parametrize("name", ["", "_asis", "_probabilistic", "_mpnet", "_grouping"])
+@pytest.mark.parametrize("name", ["", "_asis", "_probabilistic", "_mpnet", "_dpgnet"])
 def test_each_head_predicts_the_keys_it_declares(name, rng):
     """The validation-time check of two heads predicting one key trusts `predicts`: it must be
     exactly what `predict` returns."""

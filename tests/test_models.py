@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 import voxseg.models  # noqa: F401  (registers backbones, heads, losses, models)
 from tests.helpers import ROOT, SEGMENTOR, finetune_overrides, random_batch
+from voxseg.contracts import Hook
 from voxseg.engine import checkpoint, finetune
-from voxseg.engine.trainer import Hook
 from voxseg.registry import HEADS, HOOKS, LOSSES, MODELS
 
 
@@ -62,6 +62,10 @@ def test_segmentor_config_errors():
 class ToyOffsetHead(nn.Module):
     """Predicts each point's offset to its voxel centre, from voxel features (voxel level)."""
 
+    predicts = ("embedding", "score")  # the Head contract (voxseg.contracts)
+    num_classes = None
+    thing_classes = None
+
     def __init__(self, in_channels: int, hidden: int = 8):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(), nn.Linear(hidden, 3))
@@ -76,6 +80,8 @@ class ToyOffsetHead(nn.Module):
 
 @LOSSES.register("ToyOffsetLoss")
 class ToyOffsetLoss(nn.Module):
+    target = None  # the Loss contract: needs no target from the batch
+
     def __init__(self, head: str = "offset"):
         super().__init__()
         self.head = head
@@ -126,9 +132,16 @@ def test_toy_head_and_loss_train_and_predict(tiny_dataset, tmp_path, monkeypatch
     assert {"train/loss_ce", "train/loss_offset", "val/miou"} <= set(tags)
 
 
+@HEADS.register("ToyUndeclaredHead")
+class ToyUndeclaredHead(ToyOffsetHead):
+    """Predicts what ToyOffsetHead does without declaring it: caught at the first prediction."""
+
+    predicts = ()
+
+
 def test_two_heads_predicting_one_key_is_an_error(rng):
-    model = MODELS.build({**SEGMENTOR, "heads": {"a": {"type": "ToyOffsetHead"}, "b": {"type": "ToyOffsetHead"}},
-                          "losses": {}}).eval()
+    model = MODELS.build({**SEGMENTOR, "heads": {"a": {"type": "ToyUndeclaredHead"},
+                                                 "b": {"type": "ToyUndeclaredHead"}}, "losses": {}}).eval()
     with torch.no_grad(), pytest.raises(ValueError, match="heads predict the same key 'embedding'"):
         model(random_batch(rng))
 

@@ -202,7 +202,7 @@ def test_learned_key_strength_one_log_beta_per_read_in_use(ins, seg):
     for key, read in (("embedding", "instance"), ("logits", "semantic")):
         grads = torch.autograd.grad(out[key].square().sum(), list(learned.log_key_strength.values()),
                                     allow_unused=True)
-        for name, grad in zip(learned.log_key_strength, grads):
+        for name, grad in zip(learned.log_key_strength, grads, strict=True):
             assert (grad is not None and grad.abs() > 0) == (name == read), (key, name)
     # a larger beta sharpens the addressing: the entropy of w falls
     with torch.no_grad():
@@ -305,7 +305,8 @@ ROWS = {  # Table 1: (instance memory, semantic memory, G, loss terms)
 
 
 def test_every_mpnet_config_is_a_table_1_row():
-    assert {p.stem.removeprefix("synthetic_minkunet14a_") for p in CONFIGS.glob("synthetic_minkunet14a_mpnet*.yaml")} == set(ROWS)
+    rows = {p.stem.removeprefix("synthetic_minkunet14a_") for p in CONFIGS.glob("synthetic_minkunet14a_mpnet*.yaml")}
+    assert rows == set(ROWS)
 
 
 @pytest.mark.parametrize("row", sorted(ROWS))
@@ -379,6 +380,7 @@ def test_the_baseline_row_trains_exactly_as_vanilla_asis(tiny_dataset, tmp_path)
     benchmark's MPNet-without-memory row equals its ASIS vanilla row)."""
     from tests.helpers import finetune_overrides
     from voxseg.engine import checkpoint, finetune
+    from voxseg.registry import MODELS
 
     states = {}
     for row in ("mpnet_nomem", "asis_vanilla"):
@@ -400,5 +402,5 @@ def test_the_baseline_row_trains_exactly_as_vanilla_asis(tiny_dataset, tmp_path)
     assert mpnet.keys() == states["asis_vanilla"].keys()
     assert all(torch.equal(v, states["asis_vanilla"][k]) for k, v in mpnet.items())
     torch.manual_seed(cfg["train"]["seed"])  # the run's initial weights: training moved them
-    initial = finetune.MODELS.build(cfg["model"]).state_dict()
+    initial = MODELS.build(cfg["model"]).state_dict()
     assert not torch.equal(initial["backbone.stem.0.kernel"], states["asis_vanilla"]["backbone.stem.0.kernel"])

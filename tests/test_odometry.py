@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 
 from preprocessing import stacking
-from preprocessing.odometry import (estimate_poses, estimate_sequence_poses, missing_poses, poses_file, stored_poses,
-                                    write_estimated_poses)
+from preprocessing.odometry import (
+    estimate_poses,
+    estimate_sequence_poses,
+    missing_poses,
+    poses_file,
+    stored_poses,
+    write_estimated_poses,
+)
 from tests.helpers import read_only, snapshot
 from voxseg.data import semantic_kitti as sk
 from voxseg.errors import DataFormatError

@@ -20,7 +20,12 @@ from tests.helpers import ROOT
 from voxseg.data import semantic_kitti as sk
 from voxseg.data.labels import LabelConfig
 from voxseg.errors import DataFormatError
-from voxseg.evaluation import PanopticEvaluator, PanopticQuality, evaluate_panoptic_arrays, evaluate_panoptic_directories
+from voxseg.evaluation import (
+    PanopticEvaluator,
+    PanopticQuality,
+    evaluate_panoptic_arrays,
+    evaluate_panoptic_directories,
+)
 from voxseg.registry import EVALUATORS
 
 UNLABELED, CAR, PERSON, ROAD, BUILDING = 0, 1, 2, 3, 4
@@ -132,10 +137,10 @@ class ApiPanopticEval:
         self.iou = np.zeros(num_classes, dtype=np.float64)
 
     def add(self, x_sem, x_inst, y_sem, y_inst) -> None:
-        for x, y in zip(x_sem.tolist(), y_sem.tolist()):
+        for x, y in zip(x_sem.tolist(), y_sem.tolist(), strict=True):
             self.confusion[x, y] += 1
-        points = [(xs, xi + 1, ys, yi + 1) for xs, xi, ys, yi in zip(x_sem.tolist(), x_inst.tolist(), y_sem.tolist(),
-                                                                        y_inst.tolist()) if ys not in self.ignore]
+        rows = zip(x_sem.tolist(), x_inst.tolist(), y_sem.tolist(), y_inst.tolist(), strict=True)
+        points = [(xs, xi + 1, ys, yi + 1) for xs, xi, ys, yi in rows if ys not in self.ignore]
         for cl in self.include:
             pred_area, gt_area, both = Counter(), Counter(), Counter()
             for xs, xi, ys, yi in points:
@@ -341,8 +346,9 @@ def write_files(tmp_path, labels: LabelConfig):
 
 def run_tool(gt_dir, pred_dir, labels, out, *extra) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "evaluate.py"), "--gt-labels", str(gt_dir), "--pred-labels", str(pred_dir),
-         "--label-config", labels.path, "--out", str(out), "--min-points", "5", "--min-region-size", "5", *extra],
+        [sys.executable, str(ROOT / "tools" / "evaluate.py"), "--gt-labels", str(gt_dir),
+         "--pred-labels", str(pred_dir), "--label-config", labels.path, "--out", str(out),
+         "--min-points", "5", "--min-region-size", "5", *extra],
         capture_output=True, text=True,
     )
 

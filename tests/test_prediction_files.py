@@ -80,7 +80,7 @@ def test_panoptic_prediction_places_rows_at_their_points_and_handles_no_instance
 
 
 def test_has_instance_head():
-    semantic = SimpleNamespace(num_classes=12)
+    semantic = SimpleNamespace(num_classes=12, thing_classes=None)  # a semantic head, as the Head contract has it
     assert not has_instance_head(SimpleNamespace(heads={"semantic": semantic}))
     assert has_instance_head(SimpleNamespace(heads={"semantic": semantic, "asis": SimpleNamespace(thing_classes=[0])}))
 

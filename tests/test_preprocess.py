@@ -67,7 +67,7 @@ def test_parked_cars_keep_their_id_across_windows(tiny_dataset, reference_run):
     stable = 0
     for car in cars:
         ids = []
-        for sem, ins, groups in per_scan:
+        for _, ins, groups in per_scan:
             g = groups[ins == car]
             ids.append(np.bincount(g[g >= 0]).argmax() if (g >= 0).sum() > 20 else None)
         ids = [i for i in ids if i is not None]

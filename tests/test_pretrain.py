@@ -51,7 +51,8 @@ def test_pretrain_then_finetune_loads_every_backbone_tensor(tiny_dataset, groupe
     # the encoder is the student's backbone (not the teacher's) after the last step
     student = {k: v for k, v in last["model"].items() if k.startswith("backbone.")}
     assert saved.keys() == student.keys() and all(torch.equal(saved[k], student[k]) for k in saved)
-    teacher = {k.removeprefix("teacher.backbone."): v for k, v in last["model"].items() if k.startswith("teacher.backbone.")}
+    teacher = {k.removeprefix("teacher.backbone."): v
+               for k, v in last["model"].items() if k.startswith("teacher.backbone.")}
     assert teacher and any(not torch.equal(teacher[k.removeprefix("backbone.")], v)
                            for k, v in saved.items() if v.is_floating_point())
 
@@ -111,7 +112,8 @@ def test_tensorboard_has_every_term_the_prototype_entropy_and_the_queue_fill(tin
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "tb_run"
-    pretrain.run(pretrain.resolve(str(CONFIG), overrides(tiny_dataset, grouped, out, steps=2, **{"model.queue_size": 4096})))
+    pretrain.run(pretrain.resolve(str(CONFIG),
+                                  overrides(tiny_dataset, grouped, out, steps=2, **{"model.queue_size": 4096})))
     events = EventAccumulator(str(out / "tb"))
     events.Reload()
     tags = set(events.Tags()["scalars"])

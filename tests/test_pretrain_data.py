@@ -11,8 +11,7 @@ from scipy.spatial import cKDTree
 
 from preprocessing import pipeline
 from tests.helpers import ROOT, SYNTHETIC_LABELS
-from voxseg.data import groups as grouplib
-from voxseg.data import semantic_kitti as sk
+from voxseg.data import groups as grouplib, semantic_kitti as sk
 from voxseg.data.collate import collate
 from voxseg.data.pretrain_pairs import ISCCPairs
 from voxseg.errors import ConfigError, DataFormatError
@@ -183,7 +182,8 @@ def raw_ids(ds, sample, view):
 
 
 def test_no_point_of_a_masked_group_reaches_the_student(tiny_dataset, grouped):
-    ds = pairs(tiny_dataset, grouped, view1_transforms=[{"type": "RandomRotateZ"}, {"type": "RandomDropout", "ratio": 0.2}],
+    ds = pairs(tiny_dataset, grouped,
+               view1_transforms=[{"type": "RandomRotateZ"}, {"type": "RandomDropout", "ratio": 0.2}],
                mask_ratio=0.5, max_masked_groups=100, max_query_points=10**6)
     masked_total = 0
     for index in range(len(ds)):
@@ -192,7 +192,8 @@ def test_no_point_of_a_masked_group_reaches_the_student(tiny_dataset, grouped):
         assert masked.min(initial=0) >= 0
         raw1 = raw_ids(ds, sample, "view1")
         assert not np.isin(raw1, masked).any()  # exact: not one point of a removed group
-        assert not np.isin(sample["view1"]["group"], masked).any() and not np.isin(sample["view2"]["group"], masked).any()
+        assert not np.isin(sample["view1"]["group"], masked).any()
+        assert not np.isin(sample["view2"]["group"], masked).any()
         # the masked groups were visible in view 2 (raw ids), so they were shared groups
         assert np.isin(masked, raw_ids(ds, sample, "view2")).all()
         masked_total += len(masked)
@@ -323,7 +324,8 @@ def test_window_ids_of_the_wrong_length_or_a_missing_window_file(tiny_dataset, g
     ids[1] = ids[1][:-3]
     grouplib.write_window(windows / "00000.npz", start, frames, ids)
     ds = pairs(tiny_dataset, out)
-    with pytest.raises(DataFormatError, match=r"01/groups/windows/00000\.npz: \d+ group ids for scan 000001 of \d+ points"):
+    with pytest.raises(DataFormatError,
+                       match=r"01/groups/windows/00000\.npz: \d+ group ids for scan 000001 of \d+ points"):
         ds.check(full=False, progress=False)
     with pytest.raises(DataFormatError, match=r"00000\.npz: \d+ group ids for scan 000001"):
         ds[7]
@@ -342,7 +344,8 @@ class Shift:
 def test_bad_settings_are_config_errors(tiny_dataset, grouped):
     if "ShiftForTest" not in TRANSFORMS:
         TRANSFORMS.register("ShiftForTest")(Shift)
-    with pytest.raises(ConfigError, match=r"view1_transforms: ShiftForTest is not known to keep the sensor at the origin"):
+    with pytest.raises(ConfigError,
+                       match=r"view1_transforms: ShiftForTest is not known to keep the sensor at the origin"):
         pairs(tiny_dataset, grouped, view1_transforms=[{"type": "ShiftForTest"}])
     pairs(tiny_dataset, grouped, view2_transforms=[{"type": "ShiftForTest"}])  # the teacher's view casts no queries
     with pytest.raises(ConfigError, match="mask_ratio out of range"):

@@ -13,10 +13,19 @@ import pytest
 import torch
 
 from tests.helpers import ROOT, check_instance_predictions_reproduce_the_run
-from voxseg.models.heads.probabilistic import (DETERMINISTIC_LOG_SIGMA, ProbabilisticEmbeddingHead,
-                                               bhattacharyya, greedy_cluster, log_bhattacharyya)
-from voxseg.models.losses.probabilistic import (CenterAwareScoreLoss, EntropyRegularizer,
-                                                ProbabilisticInstanceLoss, instance_centres)
+from voxseg.models.heads.probabilistic import (
+    DETERMINISTIC_LOG_SIGMA,
+    ProbabilisticEmbeddingHead,
+    bhattacharyya,
+    greedy_cluster,
+    log_bhattacharyya,
+)
+from voxseg.models.losses.probabilistic import (
+    CenterAwareScoreLoss,
+    EntropyRegularizer,
+    ProbabilisticInstanceLoss,
+    instance_centres,
+)
 
 D64 = torch.float64
 
@@ -66,7 +75,8 @@ def test_kernel_equals_the_integral_of_sqrt_p_q_1d_and_2d():
     got = bhattacharyya(torch.tensor(mu_i), torch.tensor(np.log(s_i)), torch.tensor(mu_j), torch.tensor(np.log(s_j)))
     assert got.item() == pytest.approx(integral, rel=1e-6)
     # the expansion printed under eq. 1 (no square on mu_i - mu_j) would be far off here
-    unsquared = np.prod((s_i / s_j + s_j / s_i) / 2) ** -0.5 * np.exp(-np.sum((mu_i - mu_j) / (4 * (s_i ** 2 + s_j ** 2))))
+    unsquared = (np.prod((s_i / s_j + s_j / s_i) / 2) ** -0.5
+                 * np.exp(-np.sum((mu_i - mu_j) / (4 * (s_i ** 2 + s_j ** 2)))))
     assert abs(unsquared - integral) > 0.05
 
 
@@ -82,7 +92,8 @@ def test_kernel_is_symmetric_one_on_identical_inputs_and_stable():
     assert torch.allclose(beta, torch.prod((torch.exp(s_i - s_j) + torch.exp(s_j - s_i)) / 2, dim=1) ** -0.5)
     # eq. 7: equal, growing sigmas make any two means similar; float32 extremes stay finite
     far = torch.tensor([[0.0, 0, 0]]), torch.tensor([[5.0, -3, 2]])
-    assert bhattacharyya(far[0], torch.full((1, 3), 20.0), far[1], torch.full((1, 3), 20.0)).item() == pytest.approx(1.0)
+    wide = torch.full((1, 3), 20.0)
+    assert bhattacharyya(far[0], wide, far[1], wide).item() == pytest.approx(1.0)
     extreme = log_bhattacharyya(far[0], torch.full((1, 3), -40.0), far[1], torch.full((1, 3), 60.0))
     assert torch.isfinite(extreme).all() and extreme.item() < -100
 
@@ -158,7 +169,8 @@ def test_instance_loss_gradcheck_and_empty_batch():
     # a point identical to a foreign centre: -ln(1 - kappa) is capped, gradients stay finite
     same = torch.zeros(3, 1, dtype=D64, requires_grad=True)
     value = loss({"h": {"mu": same, "log_sigma": torch.zeros(3, 1, dtype=D64)}},
-                 {"instance": torch.tensor([0, -1, -1]), "segment": torch.tensor([0, 1, 1]), "batch": torch.zeros(3, dtype=torch.long)})
+                 {"instance": torch.tensor([0, -1, -1]), "segment": torch.tensor([0, 1, 1]),
+                  "batch": torch.zeros(3, dtype=torch.long)})
     value.backward()
     assert torch.isfinite(value) and torch.isfinite(same.grad).all()
 
@@ -179,7 +191,8 @@ def test_center_aware_loss_matches_eqs_10_12_by_hand():
     got = loss(out, batch)
     assert got.item() == pytest.approx((scan0 + scan1 + scan2) / 3, rel=1e-12)
     q = loss.target_q(out["h"], batch)
-    assert torch.allclose(q, torch.tensor([[k, 0, 0], [k, 0, 0], [0, 0, 1], [0, 0, 0], [0, K4, 0], [0, K5, 0], [0, 0, 1]], dtype=D64))
+    expected = torch.tensor([[k, 0, 0], [k, 0, 0], [0, 0, 1], [0, 0, 0], [0, K4, 0], [0, K5, 0], [0, 0, 1]], dtype=D64)
+    assert torch.allclose(q, expected)
     # Q is a fixed target: no gradient reaches the embedding through it
     grad_mu, grad_logits = torch.autograd.grad(got, (mu, logits), allow_unused=True)
     assert grad_mu is None and grad_logits.abs().sum() > 0
@@ -290,7 +303,8 @@ def test_head_in_a_segmentor_trains_and_predicts(rng, variant, sigma_dims):
     out = model(batch)
     h = out["heads"]["prob"]
     dim = variant.get("embed_dim", 3)
-    assert h["logits"].shape == (1200, 4) and h["mu"].shape == (1200, dim) and h["log_sigma"].shape == (1200, sigma_dims)
+    assert h["logits"].shape == (1200, 4) and h["mu"].shape == (1200, dim)
+    assert h["log_sigma"].shape == (1200, sigma_dims)
     # Table 2: mu = x / coord_scale + tanh(o): within 1 of the voxel's mean position (first 3 dims)
     features = model.backbone(batch)
     position = features.to_voxels(batch["coord"])[features.inverse] / head.coord_scale
@@ -355,7 +369,8 @@ def test_probabilistic_finetune_infer_evaluate(tiny_dataset, tmp_path, monkeypat
 
     monkeypatch.chdir(ROOT)
     out = tmp_path / "prob"
-    finetune.run(finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_probabilistic.yaml"), overrides(tiny_dataset, out)))
+    finetune.run(finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_probabilistic.yaml"),
+                                  overrides(tiny_dataset, out)))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == 4 and {"pq", "ap", "ap50", "mwcov", "miou", "best_pq"} <= set(metrics)
 
@@ -377,7 +392,8 @@ def test_extdim_baseline_finetunes(tiny_dataset, tmp_path, monkeypatch):
     # L_Ins and the center-aware loss trained, no L_Reg; the total is their sum (weights 1)
     losses = metrics["train_losses"]
     assert set(losses) == {"loss", "loss_ins", "loss_score"} and all(math.isfinite(v) for v in losses.values())
-    assert losses["loss_ins"] > 0 and losses["loss"] == pytest.approx(losses["loss_ins"] + losses["loss_score"], rel=1e-5)
+    assert losses["loss_ins"] > 0
+    assert losses["loss"] == pytest.approx(losses["loss_ins"] + losses["loss_score"], rel=1e-5)
 
     # ExtDim's 6-D embedding and no sigma branch in the checkpoint; training moved the weights
     import voxseg.data.dataset  # noqa: F401  (registers the datasets)

@@ -52,7 +52,7 @@ def assert_identical(a, b, path="checkpoint"):
             assert_identical(a[key], b[key], f"{path}.{key}")
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_identical(x, y, f"{path}[{i}]")
     else:
         assert a == b, path
@@ -167,8 +167,9 @@ finetune.run(finetune.resolve(sys.argv[3], overrides))
 def test_sigkill_resumes_exactly(where, straight, tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-c", KILLED_RUN, where, json.dumps(finetune_overrides(tiny_dataset, out, **SETTINGS)),
-                           str(FINETUNE_CONFIG)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    overrides = json.dumps(finetune_overrides(tiny_dataset, out, **SETTINGS))
+    done = subprocess.run([sys.executable, "-c", KILLED_RUN, where, overrides, str(FINETUNE_CONFIG)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == -signal.SIGKILL, done.stderr
     saved = checkpoint.load(out / "checkpoints" / "last.pt")["step"]
     stale = list((out / "checkpoints").glob(".last.pt.*.tmp"))
@@ -193,8 +194,8 @@ def test_ctrl_c_from_a_terminal_with_loader_workers(tiny_dataset, tmp_path, monk
     the run saves the step it finished and exits 130 with no traceback; --resume continues."""
     monkeypatch.chdir(ROOT)
     out = tmp_path / "run"
-    args = finetune_overrides(tiny_dataset, out, **{"train.max_steps": 500, "train.num_workers": 1, "train.val_every": 0,
-                                           "train.checkpoint_every": 0})
+    args = finetune_overrides(tiny_dataset, out, **{"train.max_steps": 500, "train.num_workers": 1,
+                                                    "train.val_every": 0, "train.checkpoint_every": 0})
     run = subprocess.Popen([sys.executable, "tools/finetune.py", "--config", str(FINETUNE_CONFIG), *args], cwd=ROOT,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

@@ -35,7 +35,8 @@ def test_nan_coordinates_are_rejected(tmp_path):
     points[3, 1] = np.nan
     points[4, 0] = np.inf
     sk.write_scan(tmp_path / "x.bin", points)
-    with pytest.raises(DataFormatError, match=r"x\.bin: 2 of 5 points have NaN or infinite coordinates \(first at point 3\)"):
+    with pytest.raises(DataFormatError,
+                       match=r"x\.bin: 2 of 5 points have NaN or infinite coordinates \(first at point 3\)"):
         sk.read_scan(tmp_path / "x.bin")
 
 
@@ -43,7 +44,8 @@ def test_nan_intensities_are_rejected(tmp_path):
     points = np.ones((4, 4), np.float32)
     points[2, 3] = np.nan
     sk.write_scan(tmp_path / "000042.bin", points)
-    with pytest.raises(DataFormatError, match=r"000042\.bin: 1 of 4 points have NaN or infinite intensities \(first at point 2\)"):
+    with pytest.raises(DataFormatError,
+                       match=r"000042\.bin: 1 of 4 points have NaN or infinite intensities \(first at point 2\)"):
         sk.read_scan(tmp_path / "000042.bin")
 
 

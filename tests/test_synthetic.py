@@ -92,7 +92,8 @@ def test_refuses_to_mix_settings(tmp_path):
 
 def test_hdl64e_geometry():
     elevations = hdl64e_elevations()
-    assert len(elevations) == 64 and elevations.max() == pytest.approx(2.0) and elevations.min() == pytest.approx(-24.33)
+    assert len(elevations) == 64
+    assert elevations.max() == pytest.approx(2.0) and elevations.min() == pytest.approx(-24.33)
     assert np.allclose(np.diff(elevations[:32]), -10.33 / 31) and np.allclose(np.diff(elevations[32:]), -0.5)
     lidar = SpinningLidar(azimuth_steps=100)
     directions = lidar.directions(np.zeros(64), np.random.default_rng(0))

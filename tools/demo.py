@@ -13,9 +13,12 @@ after Ctrl-C, picks up where the last one stopped:
                               (a short run: the label-efficiency benchmark measures what it buys)
   4. tools/finetune.py        MinkUNet14A + semantic head on 00-03, from the pretrained encoder
   5. tools/infer.py           predict the held-out sequence 04 with the final checkpoint
-  6. tools/evaluate.py        SemanticKITTI metrics on 04, printed as a per-class table
+  6. tools/evaluate.py        SemanticKITTI metrics on 04, printed as a per-class table, and its
+                              charts (--plots: per-class IoU, confusion matrix)
   7. the same for instances:  an ASIS model (MinkUNet14A + ASIS head) fine-tuned on 00-03, its
                               panoptic predictions of 04, PQ (--task panoptic) and AP (--task instance)
+  8. tools/render.py          pictures of the ASIS model's predictions of 04: four scans (classes,
+                              instances, ground truth, errors) and a sheet of the whole sequence
 """
 
 import argparse
@@ -35,6 +38,7 @@ PREPROCESS_CONFIG = "configs/preprocess/default.yaml"
 PRETRAIN_CONFIG = "configs/pretrain/synthetic_minkunet14a_iscc.yaml"
 PRETRAIN_STEPS = 40  # a demo of the pipeline, not of its gain (benchmarks/label_efficiency.py)
 HELD_OUT = "04"
+LABELS = "configs/labels/synthetic.yaml"
 
 
 def step(title: str, args: list[str]) -> None:
@@ -66,12 +70,15 @@ def main() -> None:
                                       out / "predictions", ["semantic"], pretrained=encoder)
     instance = train_predict_evaluate(out / "finetune_asis", ASIS_CONFIG, "MinkUNet14A + ASIS head", args.data,
                                       out / "predictions_asis", ["panoptic", "instance"])
+    step(f"render the ASIS model's predictions of sequence {HELD_OUT}",
+         ["tools/render.py", "--predictions", str(out / "predictions_asis"), "--dataset", args.data,
+          "--sequences", HELD_OUT, "--label-config", LABELS, "--out", str(out / "renders"), "--sheet"])
     print(f"\ndemo done in {time.perf_counter() - start:.0f} s, on held-out sequence {HELD_OUT}:\n"
           f"  semantic (ISCC-pretrained encoder): mIoU {100 * semantic['semantic']['miou']:.1f} over "
           f"{len(semantic['semantic']['iou_per_class'])} classes\n"
           f"  ASIS:     PQ {100 * instance['panoptic']['pq']:.1f}, AP50 {100 * instance['instance']['ap50']:.1f}, "
           f"mIoU {100 * instance['panoptic']['miou']:.1f}\n"
-          f"  metrics in {out}/metrics_*.json")
+          f"  metrics in {out}/metrics_*.json; pictures in {out}/renders/ and {out}/plots_finetune/")
 
 
 def pretrain(run_dir: Path, data: str, groups: Path) -> Path:
@@ -103,10 +110,11 @@ def train_predict_evaluate(run_dir: Path, config: str, title: str, data: str, pr
     results = {}
     for task in tasks:
         metrics_file = run_dir.parent / f"metrics_{run_dir.name}_{task}_{HELD_OUT}.json"
+        plots = ["--plots", str(run_dir.parent / f"plots_{run_dir.name}")] if task == "semantic" else []
         step(f"evaluate {task} on sequence {HELD_OUT}",
              ["tools/evaluate.py", "--task", task, "--gt-labels", f"{data}/sequences/{HELD_OUT}/labels",
               "--pred-labels", str(predictions / "sequences" / HELD_OUT / "predictions"),
-              "--label-config", "configs/labels/synthetic.yaml", "--out", str(metrics_file)])
+              "--label-config", LABELS, "--out", str(metrics_file), *plots])
         results[task] = json.loads((ROOT / metrics_file).read_text())
     return results
 

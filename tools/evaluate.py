@@ -13,7 +13,8 @@ upper 16) matched by name. --task picks the printed table:
             "instance_id score" lines per scan (default: the `scores` folder beside the
             predictions folder, PRED/sequences/08/scores).
 The JSON holds every metric of the task (panoptic and instance: both tables' metrics; AP is
-NaN for --task panoptic without --pred-scores).
+NaN for --task panoptic without --pred-scores). With --plots DIR (--task semantic), also
+DIR/iou.png, the per-class IoU chart, and DIR/confusion.png, the confusion matrix.
 
 Every class id in both directories must be listed in the label config: an unknown one (a wrong
 --label-config, a corrupt file) stops the tool before anything is written, with one line
@@ -34,6 +35,7 @@ from voxseg.cli import exit_on_interrupt, main_guard
 with exit_on_interrupt():
     from voxseg import atomic
     from voxseg.data.labels import LabelConfig
+    from voxseg.errors import VoxsegError
     from voxseg.evaluation import (
         evaluate_directories,
         evaluate_panoptic_directories,
@@ -60,11 +62,20 @@ def main() -> None:
     parser.add_argument("--min-region-size", type=int, default=100,
                         help="AP: smaller instances are left out (default: 100, ScanNet's)")
     parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--plots", help="--task semantic: a folder for iou.png and confusion.png")
     args = parser.parse_args()
+    if args.plots and args.task != "semantic":
+        raise VoxsegError("--plots draws the semantic task's charts; run it with --task semantic")
     labels = LabelConfig.load(args.label_config)
     if args.task == "semantic":
         result = evaluate_directories(args.gt_labels, args.pred_labels, labels)
         print(format_table(result))
+        if args.plots:
+            from voxseg.evaluation.render import plot_confusion, plot_iou
+
+            Path(args.plots).mkdir(parents=True, exist_ok=True)
+            plot_iou(Path(args.plots) / "iou.png", result, title=args.pred_labels)
+            plot_confusion(Path(args.plots) / "confusion.png", result, title=args.pred_labels)
     else:
         scores = args.pred_scores
         if scores is None and args.task == "instance":

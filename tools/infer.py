@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Predict every point of a sequence (or indoor scene) with a checkpoint; write the benchmark's files.
+Or predict loose point-cloud files: your own scans.
 
+    python tools/infer.py --checkpoint runs/x/checkpoints/best.pt --input scans/ one.pcd two.ply --out P [--ply]
     python tools/infer.py --checkpoint runs/x/checkpoints/best.pt --dataset data/synthetic \
         --sequences 04 --out runs/x/predictions
     python tools/infer.py --checkpoint runs/s3dis/checkpoints/best.pt --dataset data/s3dis --areas 5 --out P
@@ -11,6 +13,15 @@ A model trained on S3DIS or ScanNet writes the ScanNet benchmark's formats inste
 OUT/semantic/NAME.txt (one raw class id per point; NYU40 ids for ScanNet) and, with an instance
 head, OUT/instance/NAME.txt with the masks under OUT/instance/NAME/ (voxseg.data.scene_predictions).
 Without --areas / --scenes / --split-file it predicts the checkpoint's validation split.
+
+Loose files (--input: files, or folders of them): KITTI .bin, .pcd (ROS exports, with or without
+intensity), .ply, .npy (N, 3|4) and .npz (`coord`, optional `intensity`, `color`; see
+voxseg.data.point_files). Writes OUT/NAME.label per input (NAME: the file name without its
+suffix) in SemanticKITTI's panoptic format, OUT/NAME.scores.txt for a model with an instance head
+("instance_id confidence" lines), and with --ply OUT/NAME.ply coloured by class (the label
+config's colours). A model that reads intensity refuses a file without it, unless
+--fill-intensity VALUE gives every point that value. Every input is read and checked before
+anything is written. voxseg.engine.predictor.Predictor does the same from Python.
 
 SemanticKITTI-format data:
 
@@ -27,14 +38,17 @@ scene indoors) only when every scan succeeded, so a failure leaves earlier predi
 import argparse
 from pathlib import Path
 
+from tqdm import tqdm
+
 from voxseg.cli import exit_on_interrupt, main_guard
 
 with exit_on_interrupt():
-    from voxseg.data import semantic_kitti as sk
+    from voxseg.data import point_files, semantic_kitti as sk
     from voxseg.engine import checkpoint
     from voxseg.engine.device import pick_device
     from voxseg.engine.inference import predict
     from voxseg.engine.prediction_files import has_instance_head, write_scenes, write_sequences
+    from voxseg.engine.predictor import Predictor
     from voxseg.errors import VoxsegError
     from voxseg.registry import DATASETS, MODELS
 
@@ -56,11 +70,35 @@ def indoor_selection(args, val: dict) -> dict:
     return picked
 
 
+def predict_files(args) -> None:
+    """--input: each file's predictions as OUT/NAME.label (+ .scores.txt, + .ply); every input is
+    read and checked before the first file is written."""
+    files = point_files.expand_inputs(args.input)
+    fill = {"intensity": args.fill_intensity} if args.fill_intensity is not None else None
+    predictor = Predictor(args.checkpoint, args.device, args.label_config, fill)
+    for file in tqdm(files, desc="checking", unit="file", leave=False):  # readable, with what the model reads
+        predictor.sample(point_files.read_points(file), str(file))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for file in tqdm(files, desc="predicting", unit="file"):
+        cloud = point_files.read_points(file)
+        result = predictor.predict(cloud, str(file))
+        sk.write_label(out / f"{file.stem}.label", result.semantic, result.instance)
+        if predictor.instances:
+            sk.write_instance_scores(out / f"{file.stem}.scores.txt", result.scores)
+        if args.ply:
+            colours = predictor.labels.rgb(result.semantic)
+            point_files.write_colored_ply(out / f"{file.stem}.ply", cloud["coord"], colours)
+    print(f"wrote {len(files)} prediction files under {out}")
+
+
 @main_guard
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--dataset", required=True, help="dataset root (SemanticKITTI-format, S3DIS or ScanNet)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="dataset root (SemanticKITTI-format, S3DIS or ScanNet)")
+    source.add_argument("--input", nargs="+", help="point-cloud files or folders of them (.bin .pcd .ply .npy .npz)")
     parser.add_argument("--sequences", nargs="+", help="SemanticKITTI format: the sequences to predict")
     parser.add_argument("--areas", nargs="+", help="S3DIS: the areas to predict (default: the validation areas)")
     parser.add_argument("--scenes", nargs="+", help="ScanNet: the scenes to predict")
@@ -70,7 +108,13 @@ def main() -> None:
                                                      "OUT/semantic and OUT/instance)")
     parser.add_argument("--label-config", help="class mapping (default: the one the checkpoint was trained with)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--ply", action="store_true", help="--input: also write OUT/NAME.ply coloured by class")
+    parser.add_argument("--fill-intensity", type=float, help="--input: the intensity of every point of a file "
+                                                             "without one (default: such a file is refused)")
     args = parser.parse_args()
+    if args.input:
+        predict_files(args)
+        return
 
     import voxseg.data.builtin  # noqa: F401  (registers datasets and transforms)
     import voxseg.models  # noqa: F401

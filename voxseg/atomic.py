@@ -89,10 +89,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        reason = _failure(exc, tmp)
-        if reason is None:
+        failure = _failure(exc, tmp)
+        if failure is None:
             raise
-        raise _write_error(path, reason) from exc
+        raise _write_error(path, failure) from exc
 
 
 def clean_stale(directory: str | os.PathLike) -> list[Path]:

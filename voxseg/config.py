@@ -237,6 +237,7 @@ def _merge(dst: dict, dst_sources: dict, src: dict, src_sources: dict, prefix: s
             dst[key] = copy.deepcopy(value)
             dst_sources.update({k: v for k, v in src_sources.items() if k == dotted or k.startswith(dotted + ".")})
         else:
+            assert isinstance(old, dict)  # not replace_whole: both are mappings
             dst_sources[dotted] = src_sources.get(dotted, dst_sources.get(dotted, ""))
             _merge(old, dst_sources, value, src_sources, dotted)
 
@@ -356,7 +357,7 @@ def _check_component(value: Any, key: str, cfg: LoadedConfig, injected: typing.S
 
 
 def _check_value(value: Any, ann: Any, key: str, cfg: LoadedConfig, injected: typing.Sequence[str] = ()) -> Any:
-    if dataclasses.is_dataclass(ann):
+    if isinstance(ann, type) and dataclasses.is_dataclass(ann):  # a dataclass schema, not an instance
         return _check_dataclass(value, ann, key + ".", cfg)
     if _is_component(ann):
         return _check_component(value, key, cfg, injected)
@@ -471,7 +472,7 @@ def _matches(value: Any, ann: Any) -> bool:
         if not isinstance(value, (list, tuple)):
             return False
         if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args, strict=True))
         return not args or all(_matches(v, args[0]) for v in value)
     if ann is dict or origin is dict:
         return isinstance(value, dict) and (

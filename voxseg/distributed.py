@@ -60,7 +60,7 @@ def average(values: dict[str, float], ctx: Context, device: torch.device) -> dic
     keys = sorted(values)
     tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
-    return dict(zip(keys, (tensor / ctx.world_size).tolist()))
+    return dict(zip(keys, (tensor / ctx.world_size).tolist(), strict=True))
 
 
 def any_rank(flag: bool, ctx: Context, device: torch.device) -> bool:
@@ -90,14 +90,14 @@ def all_gather_rows(rows: torch.Tensor) -> tuple[torch.Tensor, int]:
         return rows, 0
     world, rank = dist.get_world_size(), dist.get_rank()
     count = torch.tensor([len(rows)], dtype=torch.long, device=rows.device)
-    counts = [torch.zeros_like(count) for _ in range(world)]
-    dist.all_gather(counts, count)
-    counts = [int(c) for c in counts]
+    gathered_counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(gathered_counts, count)
+    counts = [int(c) for c in gathered_counts]
     padded = rows.new_zeros((max(max(counts), 1), *rows.shape[1:]))
     padded[: len(rows)] = rows.detach()
     gathered = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(gathered, padded)
-    return torch.cat([g[:c] for g, c in zip(gathered, counts)]), sum(counts[:rank])
+    return torch.cat([g[:c] for g, c in zip(gathered, counts, strict=True)]), sum(counts[:rank])
 
 
 def shard(items: list, ctx: Context) -> list:
@@ -115,7 +115,7 @@ def gather_in_order(shard_results: Iterable, count: int, ctx: Context) -> Iterat
     results = iter(shard_results)
     for first in range(0, count, ctx.world_size):
         mine = next(results) if first + ctx.rank < count else None
-        gathered = [None] * ctx.world_size if ctx.is_main else None
+        gathered: list | None = [None] * ctx.world_size if ctx.is_main else None
         dist.gather_object(mine, gathered, dst=0)
-        if ctx.is_main:
+        if gathered is not None:  # rank 0
             yield from gathered[: min(ctx.world_size, count - first)]

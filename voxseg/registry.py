@@ -10,8 +10,11 @@ are its constructor's arguments:
 
     backbone = BACKBONES.build({"type": "MinkUNet14A", "in_channels": 1})
 
-New heads, losses, datasets, transforms, hooks or evaluators are new modules that register themselves; nothing in the core
-changes. Config validation (voxseg.config) looks component types up here to check their keys.
+New heads, losses, datasets, transforms, hooks or evaluators are new modules that register
+themselves; nothing in the core changes. Config validation (voxseg.config) looks component
+types up here to check their keys. Each registry holds one kind of component and checks what it
+builds against that kind's contract (voxseg.contracts): a head without `predict` fails at
+build, naming what it lacks.
 """
 
 from __future__ import annotations
@@ -19,17 +22,20 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable
 
+from voxseg import contracts
+
 __all__ = ["Registry", "BACKBONES", "HEADS", "LOSSES", "MODELS", "DATASETS", "TRANSFORMS", "HOOKS", "EVALUATORS",
            "find_component"]
 
 
 class Registry:
-    """A name -> class table with a `build(cfg)` factory."""
+    """A name -> class table with a `build(cfg)` factory that checks what it builds against
+    `contract` (voxseg.contracts.require)."""
 
     _all: list["Registry"] = []
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, name: str, contract: type | None = None):
+        self.name, self.contract = name, contract
         self._classes: dict[str, type] = {}
         Registry._all.append(self)
 
@@ -61,20 +67,23 @@ class Registry:
         if "type" not in cfg:
             raise KeyError(f"a {self.name} config needs a 'type' key, got keys {sorted(cfg)}")
         kwargs = {k: v for k, v in cfg.items() if k != "type"}
-        return self.get(cfg["type"])(**kwargs, **extra)
+        component = self.get(cfg["type"])(**kwargs, **extra)
+        if self.contract is not None:
+            contracts.require(component, self.contract, f"{self.name} {cfg['type']}")
+        return component
 
 
-BACKBONES = Registry("backbone")
-HEADS = Registry("head")
-LOSSES = Registry("loss")
-MODELS = Registry("model")
-DATASETS = Registry("dataset")
-TRANSFORMS = Registry("transform")
-HOOKS = Registry("hook")
-EVALUATORS = Registry("evaluator")
+BACKBONES = Registry("backbone", contracts.Backbone)
+HEADS = Registry("head", contracts.Head)
+LOSSES = Registry("loss", contracts.Loss)
+MODELS = Registry("model", contracts.Model)
+DATASETS = Registry("dataset", contracts.PointDataset)
+TRANSFORMS = Registry("transform", contracts.Transform)
+HOOKS = Registry("hook", contracts.Hook)
+EVALUATORS = Registry("evaluator", contracts.Evaluator)
 
 
-def find_component(name: str) -> tuple[Registry, type] | None:
+def find_component(name: str) -> tuple[Registry, type[Any]] | None:
     """The registry and class registered under `name` in any registry, or None."""
     for registry in Registry._all:
         if name in registry:

@@ -52,7 +52,8 @@ def to_field(coord: torch.Tensor, feat: torch.Tensor, batch: torch.Tensor, voxel
         raise ValueError("cannot voxelize an empty batch")
     algorithm = ME.MinkowskiAlgorithm.SPEED_OPTIMIZED
     map_type = ME.CoordinateMapType.CUDA if feat.is_cuda else ME.CoordinateMapType.CPU
-    manager = ME.CoordinateManager(D=3, num_threads=_threads, coordinate_map_type=map_type, minkowski_algorithm=algorithm)
+    manager = ME.CoordinateManager(D=3, num_threads=_threads, coordinate_map_type=map_type,
+                                   minkowski_algorithm=algorithm)
     return ME.TensorField(
         features=feat,
         coordinates=voxel_coordinates(coord, batch, voxel_size),

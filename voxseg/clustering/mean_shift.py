@@ -112,7 +112,7 @@ class _Cells:
             key = self.key(self.index)
         else:  # renumber densely after each coordinate
             key = torch.zeros(len(x), dtype=torch.long, device=x.device)
-            for column, n in zip((self.index - self.low).T, self.radix.tolist()):
+            for column, n in zip((self.index - self.low).T, self.radix.tolist(), strict=True):
                 key = torch.unique(key, return_inverse=True)[1] * n + column
         keys, self.inverse, self.counts = torch.unique(key, return_inverse=True, return_counts=True)
         self.keys = keys if fits else None
@@ -181,6 +181,8 @@ class _Grid:
         sums, counts = torch.zeros_like(queries), torch.zeros(len(cells), dtype=torch.long, device=device)
         bound = self.h * self.h * (1 + 1e-9)
         chunk = max(1, max_pairs // 3 ** dims)
+        keys = self.cells.keys
+        assert keys is not None, "centre_step needs an enumerable grid"
         for i in range(0, n_points, chunk):
             k = self.index[i:i + chunk, :, None] + torch.tensor([-1, 0, 1], device=device)  # (n, D, 3)
             centre = (k.float() * self.cells.size).double()  # sklearn's float32 seed coordinates
@@ -193,8 +195,8 @@ class _Grid:
                 live = torch.nonzero(extended.view(-1) <= bound)[:, 0]
                 row = live // 3
                 point, partial, key = point[row], extended.view(-1)[live], key[row] + live % 3 * stride
-            cell = torch.searchsorted(self.cells.keys, key).clamp(max=len(self.cells.keys) - 1)
-            query = torch.where(self.cells.keys[cell] == key, query_of_cell[cell], -1)
+            cell = torch.searchsorted(keys, key).clamp(max=len(keys) - 1)
+            query = torch.where(keys[cell] == key, query_of_cell[cell], -1)
             inside = (query >= 0) & (torch.sqrt(partial) <= self.h)
             point, query = point[inside] + i, query[inside]
             sums.index_add_(0, query, self.points[point] - origins[query])
@@ -229,23 +231,24 @@ class _Grid:
         row_group = rank[group_of][rows]
         members, origins = members[order], torch.round(centre[order])
         slot = torch.arange(len(rows), device=device) - (torch.cumsum(members, 0) - members)[row_group]
-        members, length, size_class = members.tolist(), length[order].tolist(), size_class[order].tolist()
+        n_members, lengths, size_classes = members.tolist(), length[order].tolist(), size_class[order].tolist()
         means, counts = torch.empty_like(queries), torch.empty(len(queries), dtype=torch.long, device=device)
         first, first_row = 0, 0
         while first < len(order):  # a block of groups
             stop = first + 1
-            while (stop < len(order) and size_class[stop] == size_class[first] and 2 * length[stop] >= length[first]
-                   and (stop + 1 - first) * length[first] * members[first] <= max_pairs):
+            while (stop < len(order) and size_classes[stop] == size_classes[first]
+                   and 2 * lengths[stop] >= lengths[first]
+                   and (stop + 1 - first) * lengths[first] * n_members[first] <= max_pairs):
                 stop += 1
-            block = slice(first_row, first_row + sum(members[first:stop]))
+            block = slice(first_row, first_row + sum(n_members[first:stop]))
             pairs = slice(first_pair[first], first_pair[stop])
-            candidates = self.points[self._index(group[pairs] - first, cell[pairs], stop - first, length[first])]
+            candidates = self.points[self._index(group[pairs] - first, cell[pairs], stop - first, lengths[first])]
             candidates -= origins[first:stop, None]
             at = (row_group[block] - first, slot[block])
-            padded = queries.new_zeros((stop - first, max(members[first:stop]), queries.shape[1]))
+            padded = queries.new_zeros((stop - first, max(n_members[first:stop]), queries.shape[1]))
             padded[at] = queries[rows[block]] - origins[row_group[block]]
             sums, count = torch.empty_like(padded), torch.empty(padded.shape[:2], dtype=torch.long, device=device)
-            part = max(1, max_pairs // ((stop - first) * max(length[first], 1)))
+            part = max(1, max_pairs // ((stop - first) * max(lengths[first], 1)))
             for j in range(0, padded.shape[1], part):  # a group too large for one block: its queries in parts
                 window = torch.cdist(padded[:, j:j + part], candidates,
                                      compute_mode="donot_use_mm_for_euclid_dist") <= self.h
@@ -321,7 +324,7 @@ def _climb(grid: _Grid, modes: torch.Tensor, cells: torch.Tensor | None, max_ite
     active, from_centres = torch.arange(len(modes), device=device), cells is not None and grid.enumerable
     while len(active):
         old = modes[active]
-        if from_centres:
+        if from_centres and cells is not None:  # (from_centres implies cells)
             new, count = grid.centre_step(cells, old, max_pairs)
         else:  # seeds at the same place step alike (exact sums): once per place
             places, place = torch.unique(old, dim=0, return_inverse=True)
@@ -346,7 +349,8 @@ def _merge(modes: torch.Tensor, sizes: torch.Tensor, h: float) -> torch.Tensor:
     distinct = distinct[torch.sort(intensity, descending=True, stable=True).indices]
     alive = torch.ones(len(distinct), dtype=torch.bool, device=modes.device)
     wide = distinct.double()  # sklearn: squared float64 distances against h**2
-    kept, i = [], 0
+    kept: list[int] = []
+    i = 0
     while True:
         after = torch.nonzero(alive[i:])
         if len(after) == 0:

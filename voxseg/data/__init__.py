@@ -4,8 +4,9 @@
     labels             class mappings (raw ids <-> train ids)
     groups             the preprocessing's window group ids (tools/preprocess.py)
     keys               which sample keys hold one row per point
-    lidar_features     the input features of a LiDAR point
+    features           the input features of a point (one table for every dataset)
     transforms         augmentations (voxseg.registry.TRANSFORMS)
+    defaults           PointDataset, the base of every dataset: read, transform, derive features
     dataset            SemanticKITTI-format scans            } voxseg.registry.DATASETS
     s3dis, scannet     the indoor datasets (indoor.py)       }
     pretrain_pairs     ISCC's pairs of nearby scans          }

@@ -65,7 +65,7 @@ def _collate_dicts(dicts: list[dict], shifts: dict[str, list[int]], path: str) -
         if set(d) != set(keys):
             raise ValueError(f"cannot collate: sample {i}{path} has keys {sorted(d)}, sample 0{path} {sorted(keys)}")
     points = "coord" in dicts[0]
-    out = {}
+    out: dict = {}
     for key in keys:
         values = [d[key] for d in dicts]
         if isinstance(values[0], dict):
@@ -73,7 +73,7 @@ def _collate_dicts(dicts: list[dict], shifts: dict[str, list[int]], path: str) -
         elif points and is_point_key(key):
             arrays = [np.asarray(v) for v in values]
             if is_id_key(key):
-                arrays = [np.where(a >= 0, a + shift, a) for a, shift in zip(arrays, shifts[key])]
+                arrays = [np.where(a >= 0, a + shift, a) for a, shift in zip(arrays, shifts[key], strict=True)]
             out[key] = torch.from_numpy(np.concatenate(arrays))
         else:
             out[key] = _stack(values)

@@ -50,10 +50,11 @@ def write_window(path: str | os.PathLike, start: int, frames: list[str], ids: li
     """Write one window file atomically: `ids[k]` are the group ids of scan `frames[k]`."""
     if len(frames) != len(ids):
         raise ValueError(f"{len(frames)} frames but {len(ids)} id arrays")
-    members = {f"ids_{frame}": np.asarray(a, dtype="<i4") for frame, a in zip(frames, ids)}
+    members = {f"ids_{frame}": np.asarray(a, dtype="<i4") for frame, a in zip(frames, ids, strict=True)}
     with atomic.atomic_open(path) as f:
         np.savez_compressed(f, start=np.int64(start), frames=np.asarray(frames, dtype=str),
-                            counts=np.array([len(a) for a in ids], dtype=np.int64), **members)
+                            counts=np.array([len(a) for a in ids], dtype=np.int64),
+                            **members)  # type: ignore[arg-type]  # numpy's stubs: **arrays might fill allow_pickle
 
 
 def read_window_index(path: str | os.PathLike) -> tuple[int, list[str], np.ndarray]:
@@ -120,7 +121,8 @@ class SequenceGroups:
         if not self.directory.is_dir():
             raise DataFormatError(f"{self.directory}: no groups folder (window group ids); {_HINT}")
         if not manifest_path.is_file():
-            raise DataFormatError(f"{manifest_path}: not found, so {self.directory} holds no preprocessing output; {_HINT}")
+            raise DataFormatError(f"{manifest_path}: not found, so {self.directory} holds no preprocessing output; "
+                                  f"{_HINT}")
         try:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -131,8 +133,8 @@ class SequenceGroups:
                                   f"{FORMAT_VERSION} (per-window ids in {WINDOWS}/); rerun tools/preprocess.py with "
                                   "the same parameters to add them")
         if manifest.get("status") != "complete":
-            raise DataFormatError(f"{manifest_path}: preprocessing is not complete (status {manifest.get('status')!r}); "
-                                  "finish tools/preprocess.py first")
+            raise DataFormatError(f"{manifest_path}: preprocessing is not complete "
+                                  f"(status {manifest.get('status')!r}); finish tools/preprocess.py first")
         if manifest.get("scans") != len(self.frames):
             raise DataFormatError(f"{manifest_path}: made for {manifest.get('scans')} scans, the sequence has "
                                   f"{len(self.frames)}; rerun tools/preprocess.py")

@@ -1,5 +1,6 @@
-"""What the indoor datasets (S3DIS, ScanNet) share: RGB point features, the transforms and the
-feature derivation of SemanticKITTI's samples, and text-number parsing that names a bad line.
+"""What the indoor datasets (S3DIS, ScanNet) share on top of voxseg.data.defaults.PointDataset:
+the RGB point key and features, thing-class instance ids, and text-number parsing that names a bad
+line.
 
 An indoor sample holds `coord` (N, 3) float32 metres, `color` (N, 3) float32 RGB in [0, 1],
 `point_index` (N,), `name`, and with labels `segment` (N,) train ids (-1 ignore) and `instance`
@@ -13,67 +14,26 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Dataset
 
-from voxseg.config import Component
-from voxseg.data import transforms  # noqa: F401  (registers the transforms datasets build)
+from voxseg.data.defaults import PointDataset
+from voxseg.data.features import INDOOR_FEATURES
 from voxseg.data.keys import register_point_key
-from voxseg.data.labels import LabelConfig
-from voxseg.errors import ConfigError, DataFormatError
-from voxseg.registry import TRANSFORMS
+from voxseg.errors import DataFormatError
 
 register_point_key("color")  # (N, 3) float32 RGB in [0, 1]
 
-# point features of an indoor sample, after its transforms ran: name -> (columns, function)
-FEATURES = {
-    "color": (3, lambda sample: sample["color"]),
-    "height": (1, lambda sample: sample["coord"][:, 2:3]),
-}
 
+class IndoorDataset(PointDataset):
+    """Base of S3DIS and ScanNet: scenes with colours and thing-class objects. Subclasses fill
+    `self.items` (one name per scene) and define `read(index)` and `check`."""
 
-class IndoorDataset(Dataset):
-    """Base of S3DIS and ScanNet: subclasses fill `self.items` (one name per sample) and define
-    `read(index)`, which returns the sample before its transforms."""
-
-    def __init__(self, root: str, label_config: str, features: list[str], transforms: list[Component],
-                 labels: bool):
-        unknown = [f for f in features if f not in FEATURES]
-        if unknown or not features:
-            raise ConfigError(f"unknown point feature(s) {unknown or features}; choose from {sorted(FEATURES)}")
-        self.root = Path(root)
-        self.label_config = LabelConfig.load(label_config)
-        self.features = list(features)
-        self.transforms = [TRANSFORMS.build(t) for t in transforms]
-        self.labels = labels
-        self.seed = 0  # augmentation seed; the trainer sets it from train.seed
-        self.epoch = 0
-        self.items: list[str] = []
-
-    @property
-    def in_channels(self) -> int:
-        return sum(FEATURES[f][0] for f in self.features)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def name(self, index: int) -> str:
-        return self.items[index]
-
-    def read(self, index: int) -> dict:
-        raise NotImplementedError
-
-    def __getitem__(self, index: int) -> dict:
-        sample = self.read(index)
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        for transform in self.transforms:
-            sample = transform(sample, rng)
-        sample["feat"] = np.concatenate([FEATURES[f][1](sample) for f in self.features], axis=1).astype(np.float32)
-        return sample
+    offered_features = INDOOR_FEATURES
 
     def dense_things(self, segment: np.ndarray, objects: np.ndarray) -> np.ndarray:
         """Instance ids: -1 where `objects` is negative or the point's train id is not a thing
         class, else a dense id 0..K-1 per object id, in the order of the object ids."""
-        things = np.isin(segment, self.label_config.thing_classes) & (objects >= 0)
+        assert self.label_config is not None  # labelled samples only, and `labels` requires a label config
+        things = np.isin(segment, self.label_config.thing_train_ids) & (objects >= 0)
         instance = np.full(len(segment), -1, dtype=np.int64)
         instance[things] = np.unique(objects[things], return_inverse=True)[1].reshape(-1)
         return instance

@@ -6,8 +6,13 @@ Three id spaces:
   train   contiguous ids 0..K-1 over the learn classes not in `learning_ignore`; -1 = ignore.
 Networks predict train ids; files and the evaluator use raw and learn ids.
 
-`thing_classes` (optional, a list of learn class names) names the classes whose objects have
-instances (car, person, ...); the other evaluated classes are stuff.
+Thing classes, the classes whose objects have instances (car, person, ...; the other evaluated
+classes are stuff), in each space:
+  names      the label YAML's `thing_classes` (optional): a list of learn class names;
+  learn ids  `LabelConfig.thing_learn_ids`, what the evaluator scores by;
+  train ids  `LabelConfig.thing_train_ids` (and `stuff_train_ids`), what networks predict.
+An instance head's `thing_classes` parameter (model.heads.<name>.thing_classes) lists train ids,
+and fine-tuning checks it equals `thing_train_ids`.
 """
 
 from __future__ import annotations
@@ -25,6 +30,14 @@ from voxseg.errors import ConfigError
 REQUIRED_KEYS = ("labels", "learning_map", "learning_map_inv", "learning_ignore")
 
 
+def _bgr(value: object, path: Path) -> tuple[int, int, int]:
+    """One `color_map` entry: [blue, green, red]."""
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise ConfigError(f"{path}: color_map entries must be [B, G, R], got {value!r}")
+    blue, green, red = value
+    return int(blue), int(green), int(red)
+
+
 @dataclass(frozen=True)
 class LabelConfig:
     path: str
@@ -33,7 +46,7 @@ class LabelConfig:
     learning_map_inv: dict[int, int]  # learn -> raw
     learning_ignore: dict[int, bool]  # learn -> ignored in training and mIoU
     color_map: dict[int, tuple[int, int, int]]  # raw -> BGR, as semantic-kitti-api stores it
-    things: tuple[int, ...] = ()  # learn ids of the thing classes
+    thing_learn_ids: tuple[int, ...] = ()  # the label YAML's thing_classes, as learn ids
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LabelConfig":
@@ -54,7 +67,7 @@ class LabelConfig:
                 learning_map={int(k): int(v) for k, v in data["learning_map"].items()},
                 learning_map_inv={int(k): int(v) for k, v in data["learning_map_inv"].items()},
                 learning_ignore={int(k): bool(v) for k, v in data["learning_ignore"].items()},
-                color_map={int(k): tuple(int(c) for c in v) for k, v in (data.get("color_map") or {}).items()},
+                color_map={int(k): _bgr(v, path) for k, v in (data.get("color_map") or {}).items()},
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: ids must be integers: {exc}") from None
@@ -66,7 +79,7 @@ class LabelConfig:
             raise ConfigError(f"{path}: learning_map targets {stray} have no learning_map_inv entry")
         if sorted(config.learning_ignore) != list(range(n)):
             raise ConfigError(f"{path}: learning_ignore must list every learn class 0..{n - 1}")
-        return dataclasses.replace(config, things=config._learn_ids(data.get("thing_classes") or [], path))
+        return dataclasses.replace(config, thing_learn_ids=config._learn_ids(data.get("thing_classes") or [], path))
 
     def _learn_ids(self, names: list, path: Path) -> tuple[int, ...]:
         """Learn ids of the evaluated classes called `names` (thing_classes)."""
@@ -109,15 +122,24 @@ class LabelConfig:
         """Names of train ids 0..K-1."""
         return [self.learn_name(c) for c in self.evaluated]
 
-    @property
-    def thing_classes(self) -> list[int]:
-        """Train ids of the classes with instances, sorted."""
-        return sorted(self.learn_to_train(np.asarray(self.things, dtype=np.int64)).tolist())
+    def rgb(self, raw: np.ndarray) -> np.ndarray:
+        """(N, 3) float RGB in [0, 1] of raw class ids from `color_map` (stored BGR, as
+        semantic-kitti-api does); grey for an id it lacks."""
+        ids = np.asarray(raw, dtype=np.int64) & 0xFFFF
+        lut = np.full((max(max(self.color_map, default=0), int(ids.max(initial=0))) + 1, 3), 128.0)
+        for key, bgr in self.color_map.items():
+            lut[key] = bgr[::-1]
+        return lut[ids] / 255.0
 
     @property
-    def stuff_classes(self) -> list[int]:
+    def thing_train_ids(self) -> list[int]:
+        """Train ids of the classes with instances, sorted."""
+        return sorted(self.learn_to_train(np.asarray(self.thing_learn_ids, dtype=np.int64)).tolist())
+
+    @property
+    def stuff_train_ids(self) -> list[int]:
         """Train ids of the other evaluated classes, sorted."""
-        return sorted(set(range(self.num_classes)) - set(self.thing_classes))
+        return sorted(set(range(self.num_classes)) - set(self.thing_train_ids))
 
     def raw_to_learn(self, raw: np.ndarray) -> np.ndarray:
         """Lower 16 bits of raw labels -> learn ids; ids missing from learning_map -> 0, as the api does."""
@@ -132,7 +154,7 @@ class LabelConfig:
         counts = np.bincount(np.asarray(raw, dtype=np.int64).reshape(-1) & 0xFFFF, minlength=0x10000)
         counts[np.fromiter(self.learning_map, dtype=np.int64)] = 0
         unknown = np.flatnonzero(counts)
-        return dict(zip(unknown.tolist(), counts[unknown].tolist()))
+        return dict(zip(unknown.tolist(), counts[unknown].tolist(), strict=True))
 
     def learn_to_train(self, learn: np.ndarray) -> np.ndarray:
         lut = np.full(self.num_learn_classes, -1, dtype=np.int64)

@@ -39,18 +39,16 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from voxseg.config import Component, Range
 from voxseg.data import semantic_kitti as sk
-from voxseg.data import transforms  # noqa: F401  (registers the transforms the views build)
+from voxseg.data.defaults import PointDataset, augment, build_transforms
+from voxseg.data.features import LIDAR_FEATURES
 from voxseg.data.groups import SequenceGroups
 from voxseg.data.keys import is_point_key, register_point_key
-from voxseg.data.labels import LabelConfig
-from voxseg.data.lidar_features import check_features, point_features
 from voxseg.errors import ConfigError, DataFormatError
-from voxseg.registry import DATASETS, TRANSFORMS
+from voxseg.registry import DATASETS
 
 register_point_key("surface_offset")  # (Q,) float32 signed distance along the ray, + = occupied side
 
@@ -59,7 +57,7 @@ KEEP_ORIGIN = ("RandomRotateZ", "RandomFlip", "RandomScale", "RandomJitter", "Ra
 
 
 @DATASETS.register()
-class ISCCPairs(Dataset):
+class ISCCPairs(PointDataset):
     """Pairs of scans of `sequences` under `root` with window group ids from `groups_root`
     (OUT/sequences/NN/groups of tools/preprocess.py; default: `root`). See the module docstring.
 
@@ -67,18 +65,24 @@ class ISCCPairs(Dataset):
     with (`{stacking: {window: 12, stride: 4}}`); every sequence's groups must also share one
     configuration. With `labels`, each view also holds `segment` and `instance` as in
     SemanticKITTI (needs `label_config`).
+
+    The constructor checks, `seed`/`epoch` and the feature derivation are PointDataset's; the
+    views have their own transform lists (the base's `transforms` stays empty), and
+    `__getitem__` is this class's own, as a sample is two scans.
     """
 
+    offered_features = LIDAR_FEATURES
+
     def __init__(self, root: str, sequences: list[int | str], label_config: str | None = None,
-                 features: list[str] = ["intensity"],
-                 view1_transforms: list[Component] = [], view2_transforms: list[Component] = [],
+                 features: list[str] = ["intensity"],  # noqa: B006
+                 view1_transforms: list[Component] = [], view2_transforms: list[Component] = [],  # noqa: B006
                  max_frame_distance: Annotated[int, Range(ge=1)] = 4,
                  mask_ratio: Annotated[float, Range(ge=0, le=1)] = 0.3,
                  max_masked_groups: Annotated[int, Range(ge=0)] = 16,
                  max_query_points: Annotated[int, Range(ge=0)] = 1024,
                  surface_distance: Annotated[float, Range(gt=0)] = 0.1,
-                 groups_root: str | None = None, group_params: dict = {}, labels: bool = False):
-        check_features(features)
+                 groups_root: str | None = None, group_params: dict = {}, labels: bool = False):  # noqa: B006
+        super().__init__(root, label_config, features, [], labels)
         moving = [t.get("type") for t in view1_transforms if t.get("type") not in KEEP_ORIGIN]
         if moving:
             raise ConfigError(f"view1_transforms: {moving[0]} is not known to keep the sensor at the origin, which the "
@@ -90,20 +94,12 @@ class ISCCPairs(Dataset):
                                ("surface_distance", surface_distance, surface_distance > 0)):
             if not ok:
                 raise ConfigError(f"ISCCPairs: {key} out of range, got {value!r}")
-        if labels and label_config is None:
-            raise ConfigError("ISCCPairs: labels: true needs a label_config")
-        self.root = Path(root)
         self.groups_root = Path(groups_root) if groups_root is not None else self.root
-        self.label_config = LabelConfig.load(label_config) if label_config is not None else None
-        self.labels = labels
-        self.features = list(features)
-        self.view1_transforms = [TRANSFORMS.build(t) for t in view1_transforms]
-        self.view2_transforms = [TRANSFORMS.build(t) for t in view2_transforms]
+        self.view1_transforms = build_transforms(view1_transforms)
+        self.view2_transforms = build_transforms(view2_transforms)
         self.max_frame_distance = max_frame_distance
         self.mask_ratio, self.max_masked_groups = mask_ratio, max_masked_groups
         self.max_query_points, self.surface_distance = max_query_points, surface_distance
-        self.seed = 0  # augmentation seed; the trainer sets it from train.seed
-        self.epoch = 0
 
         self.groups: dict[str, SequenceGroups] = {}
         self.frames: list[tuple[str, int]] = []  # (sequence, scan index in it)
@@ -122,28 +118,19 @@ class ISCCPairs(Dataset):
                 options = [(w, self._candidates(groups, w, i)) for w in groups.windows_of(i)]
                 options = [(w, js) for w, js in options if js]
                 if not options:
-                    raise DataFormatError(f"{groups.manifest_path}: scan {frames[i]} shares no window with another scan "
-                                          f"within max_frame_distance={max_frame_distance}")
+                    raise DataFormatError(f"{groups.manifest_path}: scan {frames[i]} shares no window with another "
+                                          f"scan within max_frame_distance={max_frame_distance}")
                 self.frames.append((name, i))
                 self.partners.append(options)
         if not self.frames:
             raise ConfigError(f"{self.root}: no scans in sequences {list(sequences)}")
+        self.items = [f"{sequence}/{self.groups[sequence].frames[i]}" for sequence, i in self.frames]
 
     def _candidates(self, groups: SequenceGroups, w: int, i: int) -> list[int]:
         """The scans of window w other than i, at most max_frame_distance from it."""
         a, b = groups.windows[w]
-        return [j for j in range(max(a, i - self.max_frame_distance), min(b, i + self.max_frame_distance + 1)) if j != i]
-
-    @property
-    def in_channels(self) -> int:
-        return len(self.features)
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def name(self, index: int) -> str:
-        sequence, i = self.frames[index]
-        return f"{sequence}/{self.groups[sequence].frames[i]}"
+        near = range(max(a, i - self.max_frame_distance), min(b, i + self.max_frame_distance + 1))
+        return [j for j in near if j != i]
 
     def pick(self, index: int, rng: np.random.Generator) -> tuple[int, int]:
         """(window, scan index of x_j) for item `index`: a window holding x_i with another scan
@@ -155,7 +142,7 @@ class ISCCPairs(Dataset):
     def __getitem__(self, index: int) -> dict:
         sequence, i = self.frames[index]
         groups = self.groups[sequence]
-        pair_rng, rng1, rng2, mask_rng = np.random.default_rng([self.seed, self.epoch, index]).spawn(4)
+        pair_rng, rng1, rng2, mask_rng = self.rng(index).spawn(4)
         w, j = self.pick(index, pair_rng)
         view1 = self._view(sequence, groups, w, i, self.view1_transforms, rng1)
         view2 = self._view(sequence, groups, w, j, self.view2_transforms, rng2)
@@ -167,24 +154,16 @@ class ISCCPairs(Dataset):
         both = np.intersect1d(view1["group"], view2["group"])
         for view in (view1, view2):
             view["group"] = np.where(np.isin(view["group"], both), view["group"], -1)
-            view["feat"] = point_features(view, self.features)
+            self.add_feat(view)
         return {"view1": view1, "view2": view2, "query": query, "name": self.name(index),
                 "pair": f"{sequence}/{groups.frames[j]}", "window": w}
 
     def _view(self, sequence: str, groups: SequenceGroups, w: int, i: int, transforms: list,
               rng: np.random.Generator) -> dict:
         """Scan i with window w's group ids, augmented."""
-        frame = groups.frames[i]
-        points = sk.read_scan(sk.scan_path(self.root, sequence, frame))
-        view = {"coord": points[:, :3].copy(), "intensity": points[:, 3:4].copy(),
-                "group": groups.ids(w, i, len(points)).astype(np.int64), "point_index": np.arange(len(points))}
-        if self.labels:
-            semantic, instance = sk.read_label(sk.label_path(self.root, sequence, frame), num_points=len(points))
-            view["segment"] = self.label_config.raw_to_train(semantic)
-            view["instance"] = self.label_config.dense_instances(semantic, instance)
-        for transform in transforms:
-            view = transform(view, rng)
-        return view
+        view = sk.read_scan_sample(self.root, sequence, groups.frames[i], self.label_config if self.labels else None)
+        view["group"] = groups.ids(w, i, len(view["point_index"])).astype(np.int64)
+        return augment(view, transforms, rng)
 
     def choose_masked(self, shared: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """round(mask_ratio * shared) of the shared groups, at most max_masked_groups and leaving

@@ -27,6 +27,7 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from tqdm import tqdm
 from voxseg import atomic
 from voxseg.config import Component
 from voxseg.data.indoor import IndoorDataset, colors_to_unit, read_numbers
+from voxseg.data.labels import LabelConfig
 from voxseg.errors import ConfigError, DataFormatError
 from voxseg.registry import DATASETS
 
@@ -83,8 +85,13 @@ class S3DIS(IndoorDataset):
     file is one object, and its points get an instance id when its class is a thing class of the
     label config (configs/labels/s3dis.yaml makes all 13 classes things, as ASIS evaluates them)."""
 
-    def __init__(self, root: str, label_config: str, areas: list[int | str], features: list[str] = ["color"],
-                 transforms: list[Component] = [], labels: bool = True, cache: bool = False):
+    label_config: LabelConfig  # never None: the annotation files' class names map through it, labels or not
+
+    def __init__(self, root: str, label_config: str, areas: list[int | str],
+                 features: list[str] = ["color"],  # noqa: B006
+                 transforms: list[Component] = [], labels: bool = True, cache: bool = False):  # noqa: B006
+        if label_config is None:
+            raise ConfigError("S3DIS: needs a label_config (the annotation files' class names map through it)")
         super().__init__(root, label_config, features, transforms, labels)
         if not areas:
             raise ConfigError("S3DIS: areas is empty; name the areas to read, e.g. [1, 2, 3, 4, 6]")
@@ -100,7 +107,7 @@ class S3DIS(IndoorDataset):
             self.items += [f"{folder.name}/{room}" for room in rooms]
 
     # ------------------------------------------------------------------------ reading
-    def room_sources(self, index: int) -> list[tuple[str | None, Path]]:
+    def room_sources(self, index: int) -> Sequence[tuple[str | None, Path]]:
         """(class name, file) per file of the room: its annotations, or (None, ROOM.txt)."""
         room = self.root / self.items[index]
         if (room / "Annotations").is_dir():
@@ -144,13 +151,14 @@ class S3DIS(IndoorDataset):
                 raise DataFormatError(f"{path}: class {cls!r} is not in {self.label_config.path} "
                                       f"(known: {', '.join(sorted(self.raw_ids))})")
             parts.append(values)
-            raw.append(np.full(len(values), self.raw_ids.get(cls, 0), dtype=np.int64))
+            raw.append(np.full(len(values), self.raw_ids[cls] if cls is not None else 0, dtype=np.int64))
             objects.append(np.full(len(values), k if cls is not None else -1, dtype=np.int64))
         room = {"points": np.concatenate(parts), "raw": np.concatenate(raw), "object": np.concatenate(objects)}
         if cache is not None:
             try:
                 with atomic.atomic_open(cache, "wb") as f:
-                    np.savez(f, signature=np.array(signature), **room)
+                    np.savez(f, signature=np.array(signature),
+                             **room)  # type: ignore[arg-type]  # numpy's stubs: **arrays might fill allow_pickle
             except atomic.WriteError as exc:
                 warnings.warn(f"S3DIS cache not written: {exc}", stacklevel=2)
         return room
@@ -158,7 +166,7 @@ class S3DIS(IndoorDataset):
     def read(self, index: int) -> dict:
         room = self.read_room(index)
         points = room["points"]
-        sample = {
+        sample: dict = {
             "coord": points[:, :3].astype(np.float32),
             "color": colors_to_unit(points[:, 3:], self.root / self.items[index]),
             "point_index": np.arange(len(points)),

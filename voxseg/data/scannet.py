@@ -101,7 +101,9 @@ def read_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import open3d as o3d
 
     count = ply_vertices(path)
-    cloud = o3d.t.io.read_point_cloud(str(path), remove_nan_points=False, remove_infinite_points=False)
+    # open3d's stubs take a PathLike only; the binding reads str paths too
+    cloud = o3d.t.io.read_point_cloud(str(path), remove_nan_points=False,  # type: ignore[arg-type]
+                                      remove_infinite_points=False)
     if "positions" not in cloud.point or "colors" not in cloud.point:
         raise DataFormatError(f"{path}: open3d could not read the vertices and colours")
     positions = cloud.point.positions.numpy().astype(np.float32)
@@ -170,7 +172,13 @@ def read_objects(path: Path, segments: np.ndarray, label_map: dict[str, int],
         if not isinstance(group["label"], str):
             raise DataFormatError(f"{path}: segGroups[{g}] label {group['label']!r} is not a string")
     labels = [group["label"] for group in groups]
-    nyu40_of = {label: label_map.get(label, label_map.get(V1_SPELLINGS.get(label))) for label in set(labels)}
+
+    def nyu40_id(label: str) -> int | None:
+        """The label's NYU40 id as spelled, else as its v1 spelling; None when neither is known."""
+        v1 = V1_SPELLINGS.get(label)
+        return label_map.get(label, label_map.get(v1) if v1 is not None else None)
+
+    nyu40_of = {label: nyu40_id(label) for label in set(labels)}
     unknown = Counter(label for label in labels if nyu40_of[label] is None)
     if unknown:
         listed = ", ".join(f"{label!r} ({n} object{'s' if n > 1 else ''})" for label, n in unknown.items())
@@ -178,7 +186,7 @@ def read_objects(path: Path, segments: np.ndarray, label_map: dict[str, int],
     unique, inverse = np.unique(segments, return_inverse=True)
     group_of_segment = np.full(len(unique), -1, dtype=np.int64)
     nyu40, object_ids = [], []
-    for g, (group, label) in enumerate(zip(groups, labels)):
+    for g, (group, label) in enumerate(zip(groups, labels, strict=True)):
         try:
             members = np.asarray(group["segments"], dtype=np.int64).reshape(-1)
             object_ids.append(int(group.get("objectId", group.get("id", g))))
@@ -208,9 +216,10 @@ class ScanNet(IndoorDataset):
     unless absolute; `label_map` defaults to ROOT/scannetv2-labels.combined.tsv. Samples as
     voxseg.data.indoor describes, named by the scene."""
 
-    def __init__(self, root: str, label_config: str, split_file: str | None = None, scenes: list[str] | None = None,
-                 scans_dir: str = "scans", label_map: str | None = None, features: list[str] = ["color"],
-                 transforms: list[Component] = [], labels: bool = True):
+    def __init__(self, root: str, label_config: str | None, split_file: str | None = None,
+                 scenes: list[str] | None = None, scans_dir: str = "scans", label_map: str | None = None,
+                 features: list[str] = ["color"],  # noqa: B006
+                 transforms: list[Component] = [], labels: bool = True):  # noqa: B006
         super().__init__(root, label_config, features, transforms, labels)
         if (split_file is None) == (scenes is None):
             raise ConfigError("ScanNet: give exactly one of split_file (a scene list file) and scenes")
@@ -243,8 +252,9 @@ class ScanNet(IndoorDataset):
         coord, color = read_ply(mesh)
         if not len(coord):
             raise DataFormatError(f"{mesh}: the mesh has no vertices")
-        sample = {"coord": coord, "color": color, "point_index": np.arange(len(coord)), "name": self.items[index]}
+        sample: dict = {"coord": coord, "color": color, "point_index": np.arange(len(coord)), "name": self.items[index]}
         if self.labels:
+            assert self.label_config is not None  # `labels` requires one (PointDataset)
             segments = read_segments(segs, len(coord))
             raw, objects = read_objects(aggregation, segments, self.label_map, self.label_map_path)
             sample["segment"] = self.label_config.raw_to_train(raw)

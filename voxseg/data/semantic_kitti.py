@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from voxseg import atomic
 from voxseg.errors import DataFormatError
+
+if TYPE_CHECKING:
+    from voxseg.data.labels import LabelConfig
 
 PathLike = str | os.PathLike
 
@@ -118,10 +122,28 @@ def write_label(path: PathLike, semantic: np.ndarray, instance: np.ndarray | Non
     instance = np.zeros_like(semantic) if instance is None else np.asarray(instance, dtype=np.int64)
     if semantic.shape != instance.shape or semantic.ndim != 1:
         raise ValueError(f"semantic {semantic.shape} and instance {instance.shape} must be equal 1-D shapes")
-    if semantic.min(initial=0) < 0 or semantic.max(initial=0) > 0xFFFF or instance.min(initial=0) < 0 or instance.max(initial=0) > 0xFFFF:
+    if (semantic.min(initial=0) < 0 or semantic.max(initial=0) > 0xFFFF
+            or instance.min(initial=0) < 0 or instance.max(initial=0) > 0xFFFF):
         raise ValueError("semantic and instance ids must fit in 16 bits")
     packed = (instance.astype(np.uint32) << 16) | semantic.astype(np.uint32)
     atomic.write_bytes(path, packed.tobytes())
+
+
+# ------------------------------------------------------------------------ samples
+def read_scan_sample(root: PathLike, sequence: str, frame: str, label_config: LabelConfig | None = None) -> dict:
+    """A scan as a dataset sample, before its transforms: `coord` (N, 3) float32 metres in the
+    LiDAR frame, `intensity` (N, 1) float32, `point_index` (N,) row of each point in the scan
+    file; with a `label_config`, also `segment` (N,) train ids (-1 = ignore) and `instance` (N,):
+    -1 for points without an instance (label upper 16 bits 0), otherwise a dense id 0..K-1 per
+    (learn class, instance id) pair of the scan, as SemanticKITTI's instance ids are unique only
+    within a class."""
+    points = read_scan(scan_path(root, sequence, frame))
+    sample = {"coord": points[:, :3].copy(), "intensity": points[:, 3:4].copy(), "point_index": np.arange(len(points))}
+    if label_config is not None:
+        semantic, instance = read_label(label_path(root, sequence, frame), num_points=len(points))
+        sample["segment"] = label_config.raw_to_train(semantic)
+        sample["instance"] = label_config.dense_instances(semantic, instance)
+    return sample
 
 
 # ------------------------------------------------------------------------ poses, calib

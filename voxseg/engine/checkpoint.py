@@ -30,6 +30,8 @@ from voxseg import __version__, atomic
 from voxseg.errors import VoxsegError
 
 FORMAT = 2  # 1: model = SemanticHead(backbone, classifier); 2: model = Segmentor(backbone, heads, losses)
+# registered model types renamed since checkpoints recorded them: old name -> current name
+RENAMED_TYPES = {"GroupingHead": "DPGNetHead", "GroupingMinkUNet14A": "DPGNetMinkUNet14A"}
 
 
 def rng_state(loader_generator: torch.Generator | None = None) -> dict:
@@ -113,9 +115,13 @@ def load_predictor(path: str | os.PathLike) -> dict:
 def migrate(data: dict) -> dict:
     """Format 1 (voxseg <= 0.1: the model was `SemanticHead` with a `classifier`) to format 2:
     the config's model becomes a Segmentor with a `semantic` head and a `ce` loss, and the
-    weights `classifier.*` become `heads.semantic.classifier.*`. Backbone keys are unchanged."""
+    weights `classifier.*` become `heads.semantic.classifier.*`. Backbone keys are unchanged.
+    In any format, the model config's renamed types take their current names (RENAMED_TYPES)."""
     if data.get("format", 1) >= FORMAT:
-        return data
+        model = data["config"].get("model")
+        if not isinstance(model, dict):
+            return data
+        return dict(data, config=dict(data["config"], model=migrate_model_config(model)))
     data = dict(data, format=FORMAT)
     data["config"] = dict(data["config"], model=migrate_model_config(data["config"]["model"]))
     data["model"] = {(f"heads.semantic.{k}" if k.startswith("classifier.") else k): v for k, v in data["model"].items()}
@@ -126,8 +132,10 @@ def migrate(data: dict) -> dict:
 
 
 def migrate_model_config(model: dict) -> dict:
-    """The format-1 model section {type: SemanticHead, backbone, num_classes, dropout,
-    label_smoothing} as a Segmentor section; other sections are returned unchanged."""
+    """An older config's model section in current terms: every `type` that RENAMED_TYPES lists,
+    at any depth, under its current name, and the format-1 section {type: SemanticHead, backbone,
+    num_classes, dropout, label_smoothing} as a Segmentor section."""
+    model = renamed_types(model)
     if model.get("type") != "SemanticHead" or "backbone" not in model:
         return model
     head = {"type": "SemanticHead", "num_classes": model["num_classes"]}
@@ -137,6 +145,16 @@ def migrate_model_config(model: dict) -> dict:
     if "label_smoothing" in model:
         loss["label_smoothing"] = model["label_smoothing"]
     return {"type": "Segmentor", "backbone": model["backbone"], "heads": {"semantic": head}, "losses": {"ce": loss}}
+
+
+def renamed_types(node):
+    """`node` (a config's dicts and lists) with each `type: <old name>` of RENAMED_TYPES renamed."""
+    if isinstance(node, dict):
+        return {k: RENAMED_TYPES.get(v, v) if k == "type" and isinstance(v, str) else renamed_types(v)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [renamed_types(v) for v in node]
+    return node
 
 
 def restore(trainer, checkpoint: dict) -> None:

@@ -28,7 +28,7 @@ def clone_module(model: nn.Module) -> nn.Module:
     autograd function objects, some of which cannot be deep-copied), never parameters or
     buffers, so the copy shares them."""
     clone = copy.deepcopy(model)
-    for source, target in zip(model.modules(), clone.modules()):
+    for source, target in zip(model.modules(), clone.modules(), strict=True):  # a deep copy: the same modules
         for cls in type(source).__mro__:
             for name in getattr(cls, "__slots__", ()):
                 if name not in ("__dict__", "__weakref__") and hasattr(source, name) and not hasattr(target, name):

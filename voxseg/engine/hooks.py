@@ -12,17 +12,18 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Annotated, Any, Callable
 
 import numpy as np
 from tqdm import tqdm
 
 from voxseg import atomic, distributed
 from voxseg.config import Range
+from voxseg.contracts import Evaluator, Hook
 from voxseg.engine import checkpoint
 from voxseg.engine.ema import ModelEMA
 from voxseg.engine.inference import predict
-from voxseg.engine.trainer import Hook, Trainer
+from voxseg.engine.trainer import Trainer
 from voxseg.registry import HOOKS
 
 
@@ -34,7 +35,8 @@ class ProgressBarHook(Hook):
     main_only = True
 
     def __init__(self, every: int = 1, enabled: bool = True):
-        self.every, self.enabled, self.bar = every, enabled, None
+        self.every, self.enabled = every, enabled
+        self.bar: Any = None  # the tqdm bar, from before_train
         self.postfix: dict[str, str] = {}
 
     def before_train(self, trainer: Trainer) -> None:
@@ -69,7 +71,8 @@ class TensorBoardHook(Hook):
     main_only = True
 
     def __init__(self, log_dir: str | Path, every: int = 10):
-        self.log_dir, self.writer = Path(log_dir), None  # the writer (and its folder) at before_train
+        self.log_dir = Path(log_dir)
+        self.writer: Any = None  # a SummaryWriter (and its folder) from before_train
         self.every = every
         self.sums: dict[str, float] = {}
         self.count = 0
@@ -135,7 +138,8 @@ class CheckpointHook(Hook):
 
     def on_interrupt(self, trainer: Trainer) -> None:
         self.save(trainer)
-        print(f"\ninterrupted: checkpoint of step {trainer.step} in {self.directory / 'last.pt'}; continue with --resume")
+        print(f"\ninterrupted: checkpoint of step {trainer.step} in {self.directory / 'last.pt'}; "
+              "continue with --resume")
 
 
 class ValidationHook(Hook):
@@ -153,7 +157,7 @@ class ValidationHook(Hook):
         self.dataset, self.make_evaluator, self.every = dataset, make_evaluator, every
         self.key_metric, self.mode = key_metric, mode
         self.checkpoint_dir, self.metrics_path, self.config = Path(checkpoint_dir), Path(metrics_path), config
-        self.evaluator = None  # the last validation's, for its printed summary
+        self.evaluator: Evaluator | None = None  # the last validation's, for its printed summary
         n = len(dataset)
         self.subset = (np.linspace(0, n - 1, max_scans).round().astype(int).tolist()
                        if 0 < max_scans < n else list(range(n)))
@@ -172,7 +176,7 @@ class ValidationHook(Hook):
         ctx = trainer.ctx
         distributed.broadcast_buffers(trainer.model, ctx)
         mine = distributed.shard(indices, ctx)
-        predictions = zip(mine, predict(trainer.model, self.dataset, trainer.device, mine))
+        predictions = zip(mine, predict(trainer.model, self.dataset, trainer.device, mine), strict=True)
         for index, (_, pred, sample) in distributed.gather_in_order(predictions, len(indices), ctx):
             if index in chosen:
                 subset.add(pred, sample)
@@ -204,8 +208,8 @@ class ValidationHook(Hook):
         result = self.validate(trainer, final=True)
         if result is None:  # not rank 0
             return
-        if hasattr(self.evaluator, "summary"):
-            print(self.evaluator.summary(result))
+        assert self.evaluator is not None  # validate set it
+        print(self.evaluator.summary(result))
         metrics = {
             "step": trainer.step,
             "key_metric": self.key_metric,
@@ -237,6 +241,7 @@ class EMAHook(Hook):
             self.ema.module.load_state_dict(self._restored)
 
     def after_step(self, trainer: Trainer, outputs: dict) -> None:
+        assert self.ema is not None  # before_train made it
         self.ema.update(trainer.model)
 
     def state_dict(self) -> dict:
@@ -246,5 +251,6 @@ class EMAHook(Hook):
         self._restored = state.get("model")
 
     def after_train(self, trainer: Trainer) -> None:
+        assert self.ema is not None and trainer.work_dir is not None  # a run's trainer has a folder
         atomic.torch_save({"format": checkpoint.FORMAT, "step": trainer.step, "config": trainer.config,
                            "model": self.ema.module.state_dict()}, Path(trainer.work_dir) / "checkpoints" / "ema.pt")

@@ -42,7 +42,7 @@ Predictions = Iterable[tuple[str, dict, dict]]
 def has_instance_head(model) -> bool:
     """Whether a head of the Segmentor predicts instances (one that names thing classes): its
     predictions carry instance ids and confidences."""
-    return any(hasattr(head, "thing_classes") for head in model.heads.values())
+    return any(head.thing_classes is not None for head in model.heads.values())
 
 
 def panoptic_prediction(pred: dict, point_index: np.ndarray, labels: LabelConfig
@@ -64,7 +64,7 @@ def panoptic_prediction(pred: dict, point_index: np.ndarray, labels: LabelConfig
     instance[point_index] = pred["instance"] + 1
     ids, first = np.unique(pred["instance"], return_index=True)
     keep = ids >= 0
-    scores = {int(i) + 1: float(pred["instance_score"][f]) for i, f in zip(ids[keep], first[keep])}
+    scores = {int(i) + 1: float(pred["instance_score"][f]) for i, f in zip(ids[keep], first[keep], strict=True)}
     return semantic, instance, scores
 
 

@@ -1,8 +1,8 @@
 """Self-supervised pretraining (ISCC): the config schema and the run.
 
-The run is fine-tuning's loop (voxseg.engine.trainer) on a pretraining model (voxseg.pretrain,
-`type: ISCC`) and a pair dataset (voxseg.data.pretrain_pairs, `type: ISCCPairs`), without labels,
-validation or an evaluator:
+The run is voxseg.engine.training_run's skeleton, as fine-tuning's, on a pretraining model
+(voxseg.contracts.PretrainingModel: voxseg.pretrain, `type: ISCC`) and a pair dataset
+(voxseg.data.pretrain_pairs, `type: ISCCPairs`), without labels, validation or an evaluator:
   - everything is checked before anything is written (config, output folder, on --resume the
     checkpoint, the model against the data's features, every scan and group file, and that the
     first steps' pairs share a group: `check_shared_groups`), and a problem is one
@@ -21,20 +21,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
 
 import torch
 
-from voxseg import atomic, config as cfglib, distributed
-from voxseg.config import Component, Range
-from voxseg.engine import checkpoint, process_group
-from voxseg.engine.finetune import (make_loader, make_output_dir, make_trainer, processes_text, start_run,
-                                    sync_batch_norm)
+from voxseg import atomic, config as cfglib, contracts
+from voxseg.config import Component
+from voxseg.contracts import Hook
+from voxseg.engine import checkpoint
 from voxseg.engine.hooks import CheckpointHook, ProgressBarHook, TensorBoardHook
-from voxseg.engine.optim import ParamGroup, build_optimizer, build_scheduler
-from voxseg.engine.trainer import EpochSampler, Hook, Trainer
-from voxseg.errors import ConfigError, VoxsegError
-from voxseg.registry import DATASETS, HOOKS, MODELS
+from voxseg.engine.trainer import EpochSampler, Trainer
+from voxseg.engine.training_run import TrainingRun, TrainSection
+from voxseg.errors import VoxsegError
+from voxseg.registry import DATASETS
 
 
 @dataclass
@@ -44,36 +42,10 @@ class PretrainDataSection:
 
 
 @dataclass
-class PretrainTrainSection:
-    max_steps: Annotated[int, Range(ge=1)] = 1000
-    batch_size: Annotated[int, Range(ge=1)] = 2  # pairs per step and process
-    num_workers: Annotated[int, Range(ge=0)] = 1
-    optimizer: Literal["adamw", "sgd"] = "adamw"  # AdamW as TARL
-    lr: Annotated[float, Range(gt=0)] = 1e-3
-    weight_decay: Annotated[float, Range(ge=0)] = 1e-4
-    momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9  # SGD only (the teacher's momentum is model.momentum)
-    param_groups: list[ParamGroup] = field(default_factory=list)
-    warmup_steps: Annotated[int, Range(ge=0)] = 50
-    min_lr_ratio: Annotated[float, Range(ge=0, le=1)] = 0.01
-    grad_clip: Annotated[float, Range(ge=0)] = 10.0
-    seed: Annotated[int, Range(ge=0, lt=2**32)] = 0  # numpy seeds are 32-bit
-    log_every: Annotated[int, Range(ge=1)] = 10
-    checkpoint_every: Annotated[int, Range(ge=0)] = 100
-    hooks: list[Component] = field(default_factory=list)
-    check_data: Literal["full", "sizes"] = "full"
-    device: str = "auto"
-    threads: Annotated[int, Range(ge=0)] = 0
-    progress: bool = True
-    world_size: Annotated[int, Range(ge=1)] = 1  # recorded by the run (torchrun's WORLD_SIZE)
-    sync_bn: bool = False
-    find_unused_parameters: bool = False
-
-
-@dataclass
 class PretrainConfig:
     model: Component
     data: PretrainDataSection
-    train: PretrainTrainSection = field(default_factory=PretrainTrainSection)
+    train: TrainSection = field(default_factory=TrainSection)  # every run's keys: nothing of its own
     output_dir: str = "runs/pretrain"
 
 
@@ -81,26 +53,29 @@ def resolve(path: str, overrides: list[str]) -> dict:
     import voxseg.data.builtin  # noqa: F401  (register datasets, ISCCPairs included, and transforms)
     import voxseg.models  # noqa: F401  (register backbones and the pretraining models)
 
-    return cfglib.validate(cfglib.load(path, overrides), PretrainConfig)
+    loaded = cfglib.load(path, overrides)
+    if isinstance(loaded.data.get("model"), dict):  # an older config: renamed types (checkpoint.RENAMED_TYPES)
+        loaded.data["model"] = checkpoint.migrate_model_config(loaded.data["model"])
+    return cfglib.validate(loaded, PretrainConfig)
 
 
 class MomentumTeacherHook(Hook):
     """After every optimizer step: the model's teacher becomes the EMA of the student
-    (`model.momentum_update()`, on every rank), and the step's diagnostics (`prototype_entropy`,
-    `queue_fill`) join the logged scalars, so TensorBoard and the progress bar show them."""
+    (`model.momentum_update()`, voxseg.contracts.PretrainingModel, on every rank), and the step's
+    diagnostics (`prototype_entropy`, `queue_fill`) join the logged scalars, so TensorBoard and
+    the progress bar show them."""
 
     DIAGNOSTICS = ("prototype_entropy", "queue_fill")
 
     def after_step(self, trainer: Trainer, outputs: dict) -> None:
-        update = getattr(trainer.model, "momentum_update", None)
-        if update is not None:
-            update()
+        model: contracts.PretrainingModel = trainer.model  # type: ignore[assignment]  # PretrainRun checked it
+        model.momentum_update()
         for key in self.DIAGNOSTICS:
             if key in outputs:
                 trainer.scalars[key] = float(outputs[key])
 
 
-def encoder_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def encoder_state(model: contracts.Model) -> dict[str, torch.Tensor]:
     """The student backbone's tensors, named `backbone.*` as a Segmentor's."""
     return {f"backbone.{k}": v.detach().cpu() for k, v in model.backbone.state_dict().items()}
 
@@ -142,58 +117,39 @@ def check_shared_groups(dataset, train_cfg: dict, global_batch: int) -> None:
                       "check preprocessing's groups (ground removal may have left one group per scan)")
 
 
+class PretrainRun(TrainingRun):
+    """Pretraining: trains on every pair of the pretraining data (after `check_shared_groups`),
+    updates the momentum teacher after every step and returns the encoder checkpoint's path."""
+
+    contract = contracts.PretrainingModel
+    noun = "pretraining"
+    samples_noun = "scans of the pretraining data"
+
+    def build_datasets(self):
+        return DATASETS.build(self.cfg["data"]["train"], root=self.cfg["data"]["root"])
+
+    def check_data(self) -> None:
+        super().check_data()
+        if self.saved is None:  # a resumed run trained on these pairs already
+            check_shared_groups(self.train_set, self.train_cfg, self.global_batch)
+
+    def build_hooks(self) -> list:
+        train_cfg, ckpt_dir = self.train_cfg, self.ckpt_dir
+        self.encoder = ckpt_dir / "encoder.pt"
+        return [
+            MomentumTeacherHook(),  # first: the scalars it adds are then logged by the hooks after it
+            ProgressBarHook(enabled=train_cfg["progress"]),
+            TensorBoardHook(self.out / "tb", every=train_cfg["log_every"]),
+            *self.extra_hooks(),
+            EncoderHook(self.encoder, self.cfg),
+            CheckpointHook(ckpt_dir, self.cfg, every=train_cfg["checkpoint_every"]),  # last: saves what the others did
+        ]
+
+    def result(self, trainer: Trainer) -> Path:
+        self.say(f"encoder weights for fine-tuning (--pretrained): {self.encoder}")
+        return self.encoder
+
+
 def run(cfg: dict, resume: bool = False, allow_config_change: bool = False) -> Path:
     """Pretrain as `cfg` (resolved) says; returns the encoder checkpoint's path."""
-    ctx = distributed.from_env()
-    try:
-        return _run(cfg, ctx, resume, allow_config_change)
-    finally:
-        process_group.teardown()
-
-
-def _run(cfg: dict, ctx: distributed.Context, resume: bool, allow_config_change: bool) -> Path:
-    train_cfg = cfg["train"]
-    say = print if ctx.is_main else (lambda *a, **k: None)
-    out, saved, device = start_run(cfg, ctx, resume, allow_config_change)
-    ckpt_dir = out / "checkpoints"
-
-    dataset = DATASETS.build(cfg["data"]["train"], root=cfg["data"]["root"])
-    model = MODELS.build(cfg["model"]).to(device)
-    if not hasattr(model, "backbone"):
-        raise ConfigError(f"model: {cfg['model']['type']} has no `backbone` to pretrain")
-    if model.backbone.in_channels != dataset.in_channels:
-        raise ConfigError(f"model.backbone.in_channels is {model.backbone.in_channels} but data.train.features "
-                          f"gives {dataset.in_channels}")
-    if train_cfg["sync_bn"]:
-        model = sync_batch_norm(model, device, ctx)
-    global_batch = train_cfg["batch_size"] * ctx.world_size
-    if global_batch > len(dataset):
-        raise ConfigError(f"train.batch_size {train_cfg['batch_size']} x {ctx.world_size} processes exceeds "
-                          f"the {len(dataset)} scans of the pretraining data")
-    dataset.seed = train_cfg["seed"]
-    if ctx.is_main:
-        dataset.check(full=train_cfg["check_data"] == "full", progress=train_cfg["progress"])
-        if saved is None:  # a resumed run trained on these pairs already
-            check_shared_groups(dataset, train_cfg, global_batch)
-        make_output_dir(out)  # every check passed: from here on the run writes
-        cfglib.dump(cfg, out / "config.yaml")
-    distributed.barrier(ctx)
-    sampler = EpochSampler(len(dataset), train_cfg["seed"], ctx.rank, ctx.world_size)
-    loader = make_loader(dataset, sampler, train_cfg, device)
-    optimizer = build_optimizer(model, train_cfg)
-    scheduler = build_scheduler(optimizer, train_cfg)
-    encoder = ckpt_dir / "encoder.pt"
-    hooks = [
-        MomentumTeacherHook(),  # first: the scalars it adds are then logged by the hooks after it
-        ProgressBarHook(enabled=train_cfg["progress"]),
-        TensorBoardHook(out / "tb", every=train_cfg["log_every"]),
-        *[HOOKS.build(h) for h in train_cfg["hooks"]],
-        EncoderHook(encoder, cfg),
-        CheckpointHook(ckpt_dir, cfg, every=train_cfg["checkpoint_every"]),  # last: saves what the others did
-    ]
-    trainer = make_trainer(model, optimizer, scheduler, loader, sampler, device, hooks, cfg, ctx, saved, say)
-    processes = processes_text(ctx, device, global_batch)
-    say(f"pretraining on {len(dataset)} scans; device {device}{processes}; output {out}")
-    trainer.run()
-    say(f"encoder weights for fine-tuning (--pretrained): {encoder}")
-    return encoder
+    return PretrainRun(cfg, resume, allow_config_change).run()

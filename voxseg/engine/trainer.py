@@ -1,9 +1,9 @@
 """A step-based training loop with hooks (Pointcept / mmengine style, kept small).
 
-Hooks see the trainer at before_train, before_step, after_step(outputs), after_epoch,
-after_train and on_interrupt, and receive scalars through log(trainer, scalars). Everything
-else (progress bar, TensorBoard, validation, EMA, checkpoints) is a hook; a hook with state
-returns it from state_dict() and it is saved in every checkpoint.
+Hooks (voxseg.contracts.Hook) see the trainer at before_train, before_step, after_step(outputs),
+after_epoch, after_train and on_interrupt, and receive scalars through log(trainer, scalars).
+Everything else (progress bar, TensorBoard, validation, EMA, checkpoints) is a hook; a hook with
+state returns it from state_dict() and it is saved in every checkpoint.
 
 The model is any module whose forward(batch) returns a dict with a scalar `loss` in training
 (and `loss_<name>` parts for logs). Interrupts (Ctrl-C, SIGTERM) are honoured between steps
@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from voxseg import distributed
+from voxseg.contracts import Hook
 from voxseg.data.collate import to_device
 from voxseg.engine.interrupt import deferred_interrupts
 
@@ -32,20 +33,6 @@ def loss_terms(outputs: dict) -> dict[str, float]:
     """The scalar `loss*` entries (and `grad_norm`) of a model's outputs, as floats."""
     return {k: float(v.detach()) for k, v in outputs.items()
             if (k.startswith("loss") or k == "grad_norm") and torch.is_tensor(v) and v.numel() == 1}
-
-
-class Hook:
-    main_only = False  # True: runs on rank 0 alone (it prints or writes)
-
-    def before_train(self, trainer: "Trainer") -> None: ...
-    def before_step(self, trainer: "Trainer") -> None: ...
-    def after_step(self, trainer: "Trainer", outputs: dict) -> None: ...
-    def after_epoch(self, trainer: "Trainer") -> None: ...
-    def after_train(self, trainer: "Trainer") -> None: ...
-    def on_interrupt(self, trainer: "Trainer") -> None: ...
-    def log(self, trainer: "Trainer", scalars: dict[str, float]) -> None: ...
-    def state_dict(self) -> dict: return {}
-    def load_state_dict(self, state: dict) -> None: ...
 
 
 class EpochSampler(Sampler[int]):
@@ -76,8 +63,9 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler, loader: DataLoader,
                  sampler: EpochSampler, max_steps: int, device: torch.device, hooks: list[Hook], grad_clip: float = 0.0,
                  seed: int = 0, work_dir: str | Path | None = None, config: dict | None = None,
-                 ctx: distributed.Context = distributed.Context(), find_unused_parameters: bool = False):
+                 ctx: distributed.Context | None = None, find_unused_parameters: bool = False):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        ctx = ctx or distributed.Context()  # one process unless given
         self.ctx = ctx  # this process's rank and the world size (torchrun)
         # the training forward goes through DDP, which averages gradients over the ranks; hooks,
         # checkpoints and validation use the bare model
@@ -96,11 +84,12 @@ class Trainer:
 
     @property
     def global_batch_size(self) -> int:
+        assert self.loader.batch_size is not None  # a batching loader (drop_last), not a sampler of batches
         return self.loader.batch_size * self.ctx.world_size
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.loader.dataset) // self.global_batch_size
+        return len(self.loader.dataset) // self.global_batch_size  # type: ignore[arg-type]  # map-style: sized
 
     def _active_hooks(self) -> list[Hook]:
         return [h for h in self.hooks if self.ctx.is_main or not h.main_only]
@@ -135,7 +124,7 @@ class Trainer:
         seeds it draws are then the same whether the epoch starts fresh or after a resume."""
         self.epoch = self.step // self.steps_per_epoch
         self.sampler.set_position(self.epoch, (self.step % self.steps_per_epoch) * self.global_batch_size)
-        self.loader.dataset.epoch = self.epoch
+        self.loader.dataset.epoch = self.epoch  # type: ignore[attr-defined]  # a PointDataset (voxseg.contracts)
         if self.loader.generator is not None:
             self.loader.generator.manual_seed(self.seed * 1_000_003 + self.epoch)
 
@@ -154,6 +143,10 @@ class Trainer:
                     outputs = self.train_step(batch)
                     self.step += 1
                     self._call("after_step", outputs)
+                    # dropped before the next batch is read: the outputs reach the step's autograd
+                    # graph, whose MinkowskiEngine nodes keep every convolution's input features and
+                    # the coordinate manager (its kernel maps) for as long as the graph lives
+                    del outputs, batch
                     if self.step >= self.max_steps or self.step % self.steps_per_epoch == 0 or stopping():
                         break
                 if self.step % self.steps_per_epoch == 0:

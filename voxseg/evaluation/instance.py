@@ -20,10 +20,10 @@ ASIS_IOU = 0.5
 
 
 def _as_int_arrays(*arrays) -> list[np.ndarray]:
-    arrays = [np.asarray(a, dtype=np.int64).reshape(-1) for a in arrays]
-    if len({len(a) for a in arrays}) != 1:
-        raise ValueError(f"per-point arrays of different lengths {[len(a) for a in arrays]}")
-    return arrays
+    flat = [np.asarray(a, dtype=np.int64).reshape(-1) for a in arrays]
+    if len({len(a) for a in flat}) != 1:
+        raise ValueError(f"per-point arrays of different lengths {[len(a) for a in flat]}")
+    return flat
 
 
 def _scan_instances(sem_pred, inst_pred, sem_gt, inst_gt, things) -> dict:
@@ -157,7 +157,7 @@ class InstanceAP:
         visited = np.zeros(len(m["pred_size"]), dtype=bool)
         best: dict[int, float] = {}  # matched ground truth -> its confidence
         duplicates: list[tuple[int, float]] = []  # (class, confidence) of the false positives
-        for g, p in zip(m["pair_gt"][candidates].tolist(), m["pair_pred"][candidates].tolist()):
+        for g, p in zip(m["pair_gt"][candidates].tolist(), m["pair_pred"][candidates].tolist(), strict=True):
             if visited[p]:
                 continue
             confidence = float(m["pred_score"][p])
@@ -205,7 +205,7 @@ class InstanceAP:
             "ap50": _nanmean(ap50),
             "ap25": _nanmean(ap25),
             "per_class": {c: {"ap": float(a), "ap50": float(b), "ap25": float(d)}
-                          for c, a, b, d in zip(self.things, per_class_ap, ap50, ap25)},
+                          for c, a, b, d in zip(self.things, per_class_ap, ap50, ap25, strict=True)},
         }
 
 
@@ -269,6 +269,8 @@ class InstanceCoverage:
         t = self.things
         return {
             "mcov": _nanmean(cov[t]), "mwcov": _nanmean(wcov[t]), "mprec": _nanmean(prec[t]), "mrec": _nanmean(rec[t]),
-            "per_class": {c: {"cov": float(cov[c]), "wcov": float(wcov[c]), "prec": float(prec[c]), "rec": float(rec[c])}
-                          for c in t},
+            "per_class": {
+                c: {"cov": float(cov[c]), "wcov": float(wcov[c]), "prec": float(prec[c]), "rec": float(rec[c])}
+                for c in t
+            },
         }

@@ -79,7 +79,8 @@ class PanopticQuality:
         by_gt = np.argsort(g[match], kind="stable")
         matched_class, matched_iou = gt_class[g[match]][by_gt], iou[match][by_gt]
         classes, first = np.unique(matched_class, return_index=True)
-        for c, ious in zip(classes.tolist(), np.split(matched_iou, first[1:])):
+        # not strict: with no match np.split still gives one (empty) piece, for no class
+        for c, ious in zip(classes.tolist(), np.split(matched_iou, first[1:]), strict=False):
             self.iou_sum[c] += np.sum(ious)
 
         pred_unmatched = np.ones(len(pred_keys), dtype=bool)

@@ -55,7 +55,7 @@ class PanopticEvaluator:
     def __init__(self, labels: LabelConfig, min_points: Annotated[int, Range(ge=1)] = 50,
                  min_region_size: Annotated[int, Range(ge=1)] = 100):
         self.labels = labels
-        n, ignore, things = labels.num_learn_classes, labels.ignored, labels.things
+        n, ignore, things = labels.num_learn_classes, labels.ignored, labels.thing_learn_ids
         self.panoptic = PanopticQuality(n, ignore, things, min_points=min_points)
         self.instance_ap = InstanceAP(n, ignore, things, min_region_size=min_region_size)
         self.coverage = InstanceCoverage(n, ignore, things)
@@ -68,7 +68,8 @@ class PanopticEvaluator:
         inst_pred = np.asarray(pred["instance"], dtype=np.int64)
         has = inst_pred >= 0
         ids, first = np.unique(inst_pred[has], return_index=True)
-        scores = dict(zip(ids.tolist(), np.asarray(pred["instance_score"], dtype=np.float64)[has][first].tolist()))
+        first_scores = np.asarray(pred["instance_score"], dtype=np.float64)[has][first]
+        scores = dict(zip(ids.tolist(), first_scores.tolist(), strict=True))
         self.add_learn(self.labels.train_to_learn(np.asarray(pred["segment"], dtype=np.int64)), inst_pred, scores,
                        sem_gt, np.asarray(sample["instance"], dtype=np.int64) + 1)
 
@@ -87,14 +88,15 @@ class PanopticEvaluator:
             raise ValueError(f"{len(sem_pred)} predictions for {len(sem_gt)} ground-truth points")
         self.panoptic.add(sem_pred, inst_pred + 1, sem_gt, inst_gt)
         self.coverage.add(sem_pred, inst_pred, sem_gt, inst_gt)
-        self.with_scores = self.with_scores and scores is not None
-        if self.with_scores:
+        if scores is None:
+            self.with_scores = False
+        elif self.with_scores:
             self.instance_ap.add(sem_pred, inst_pred, scores, sem_gt, inst_gt)
 
     def result(self) -> dict:
         pq, cov = self.panoptic.result(), self.coverage.result()
         nan = float("nan")
-        ap = self.instance_ap.result() if self.with_scores else {
+        ap: dict = self.instance_ap.result() if self.with_scores else {
             "ap": nan, "ap50": nan, "ap25": nan,
             "per_class": {c: {"ap": nan, "ap50": nan, "ap25": nan} for c in cov["per_class"]}}
         name = self.labels.learn_name
@@ -175,7 +177,8 @@ def _table(result: dict, columns: dict[str, str], classes: list[str], means: dic
         lines.append(f"{name:<{width}}" + "".join(_percent(result[key][name]) for key in columns.values()))
     lines.append("-" * (width + 8 * len(columns)))
     for label, keys in means.items():
-        lines.append(f"{label:<{width}}" + "".join(_percent(result[keys[h]]) if h in keys else " " * 8 for h in columns))
+        cells = (_percent(result[keys[h]]) if h in keys else " " * 8 for h in columns)
+        lines.append(f"{label:<{width}}" + "".join(cells))
     return "\n".join(line.rstrip() for line in lines)
 
 

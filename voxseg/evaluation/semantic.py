@@ -118,6 +118,9 @@ class SemanticEvaluator:
             "points_per_class": {names[i]: int(tp[i] + fn[i]) for i in c.include},
             "absent_classes": [names[i] for i in c.include if tp[i] + fp[i] + fn[i] == 0],
             "num_points": int(c.matrix[:, c.include].sum()),
+            # points of true class row, predicted as class column, over the evaluated classes (in
+            # the order of iou_per_class); a prediction of an ignored class is in no column
+            "confusion": c.matrix[np.ix_(c.include, c.include)].T.tolist(),
         }
 
 
@@ -190,5 +193,6 @@ def format_table(result: dict) -> str:
     lines.append(f"{'mIoU':<{width}}{100 * result['miou']:>7.1f}%")
     lines.append(f"{'accuracy':<{width}}{100 * result['accuracy']:>7.1f}%")
     if result["absent_classes"]:
-        lines.append(f"absent from ground truth and predictions (IoU 0, counted in the mean): {', '.join(result['absent_classes'])}")
+        lines.append("absent from ground truth and predictions (IoU 0, counted in the mean): "
+                     f"{', '.join(result['absent_classes'])}")
     return "\n".join(lines)

@@ -1,8 +1,8 @@
 """Backbones, heads, losses and the Segmentor that joins them. Importing this package registers
 them for YAML configs."""
 
-from voxseg.models import backbones, heads, losses, segmentor  # noqa: F401
 from voxseg import pretrain  # noqa: F401  (ISCC self-supervised pretraining model)
+from voxseg.models import backbones, heads, losses, segmentor  # noqa: F401
 from voxseg.registry import MODELS
 
 

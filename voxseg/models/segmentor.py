@@ -20,18 +20,19 @@ It returns a dict:
 
 `check_config` refuses, when the config is validated (voxseg.config) and again at build, what
 cannot train as written: no head, a loss whose `head` names no head, a loss weight that names no
-loss, two heads that declare the same predicted key (a head class's `predicts`; a head that
-declares none is checked at its first prediction). Loss weights are finite and >= 0: a negative
-weight trains to make its term worse.
+loss, a head class that declares no `predicts`, two heads that declare the same predicted key.
+Heads and losses satisfy voxseg.contracts.Head and Loss (checked when built). Loss weights are
+finite and >= 0: a negative weight trains to make its term worse.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Annotated
+from typing import Annotated, cast
 
 import torch.nn as nn
 
+from voxseg import contracts
 from voxseg.config import Component, Inject, InvalidValue, Range
 from voxseg.registry import BACKBONES, HEADS, LOSSES, MODELS
 
@@ -39,7 +40,8 @@ from voxseg.registry import BACKBONES, HEADS, LOSSES, MODELS
 @MODELS.register()
 class Segmentor(nn.Module):
     def __init__(self, backbone: Component, heads: Annotated[dict[str, Component], Inject("in_channels")],
-                 losses: dict[str, Component] = {}, loss_weights: dict[str, Annotated[float, Range(ge=0)]] = {}):
+                 losses: dict[str, Component] = {},  # noqa: B006
+                 loss_weights: dict[str, Annotated[float, Range(ge=0)]] = {}):  # noqa: B006
         super().__init__()
         self.check_config({"heads": heads, "losses": losses, "loss_weights": loss_weights})
         self.backbone = BACKBONES.build(backbone)
@@ -64,7 +66,11 @@ class Segmentor(nn.Module):
                 raise InvalidValue(f"losses.{name}.head", f"{head!r} names no head; heads: {', '.join(heads)}")
         predicted_by: dict[str, str] = {}
         for name, head in heads.items():
-            for key in getattr(HEADS.get(head["type"]), "predicts", ()):
+            predicts = getattr(HEADS.get(head["type"]), "predicts", None)
+            if predicts is None:
+                raise InvalidValue(f"heads.{name}", f"{head['type']} declares no `predicts` (the keys its `predict` "
+                                                    "returns: voxseg.contracts.Head)")
+            for key in predicts:
                 if key in predicted_by:
                     raise InvalidValue(f"heads.{name}", f"predicts {key!r} as heads.{predicted_by[key]} does; "
                                                         "a model has one head per prediction")
@@ -73,7 +79,7 @@ class Segmentor(nn.Module):
     @property
     def num_classes(self) -> int | None:
         """The class count of the heads that have one (they must agree), else None."""
-        counts = {head.num_classes for head in self.heads.values() if hasattr(head, "num_classes")}
+        counts = {head.num_classes for head in self._head_contracts().values() if head.num_classes is not None}
         if len(counts) > 1:
             raise ValueError(f"heads disagree on num_classes: {sorted(counts)}")
         return counts.pop() if counts else None
@@ -93,16 +99,20 @@ class Segmentor(nn.Module):
                 out["loss"] = total
         if not self.training:
             pred: dict = {}
-            for name, head in self.heads.items():
-                for key, value in (head.predict(heads[name], features, batch) if hasattr(head, "predict") else {}).items():
+            for name, head in self._head_contracts().items():
+                for key, value in head.predict(heads[name], features, batch).items():
                     if key in pred:
                         raise ValueError(f"heads predict the same key {key!r}; rename one head's output")
                     pred[key] = value
             out["pred"] = pred
         return out
 
+    def _head_contracts(self) -> dict[str, contracts.Head]:
+        """`heads` by name, typed as the Head contract that HEADS.build checked each against."""
+        return {name: cast(contracts.Head, head) for name, head in self.heads.items()}
+
     def _has_targets(self, batch: dict) -> bool:
-        targets = [getattr(loss_fn, "target", None) for loss_fn in self.losses.values()]
+        targets = [loss_fn.target for loss_fn in self.losses.values()]
         return all(t is None or t in batch for t in targets)
 
 

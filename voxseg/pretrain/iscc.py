@@ -63,8 +63,16 @@ import torch.nn.functional as F
 
 from voxseg.config import Component, InvalidValue, Range
 from voxseg.distributed import all_gather_rows
-from voxseg.pretrain.losses import (clustering_loss, cosine_scores, group_average, local_info_nce, occupancy_labels,
-                                    occupancy_loss, prototype_entropy, shared_groups)
+from voxseg.pretrain.losses import (
+    clustering_loss,
+    cosine_scores,
+    group_average,
+    local_info_nce,
+    occupancy_labels,
+    occupancy_loss,
+    prototype_entropy,
+    shared_groups,
+)
 from voxseg.pretrain.occupancy import OccupancyDecoder
 from voxseg.pretrain.queue import FeatureQueue
 from voxseg.pretrain.sinkhorn import sinkhorn_targets
@@ -94,12 +102,13 @@ class ISCC(nn.Module):
         use_local: bool = True,
         use_global: bool = True,
         use_occupancy: bool = True,
-        loss_weights: dict[str, Annotated[float, Range(ge=0)]] = {},
+        loss_weights: dict[str, Annotated[float, Range(ge=0)]] = {},  # noqa: B006
     ):
         """proj_hidden: the projection head's hidden width (None: the backbone's out_channels);
         queue_size: C rows of F_g (0: Sinkhorn on the batch alone); occupancy_range: d_max in
-        metres, to match the data side's query distance (PretrainPairs' surface_distance, 0.1 m); loss_weights: per term (local, global, occupancy), default 1; weights of terms
-        switched off are ignored, so one base config serves every ablation row."""
+        metres, to match the data side's query distance (PretrainPairs' surface_distance, 0.1 m);
+        loss_weights: per term (local, global, occupancy), default 1; weights of terms switched off
+        are ignored, so one base config serves every ablation row."""
         super().__init__()
         self.check_config({"use_local": use_local, "use_global": use_global, "use_occupancy": use_occupancy,
                            "loss_weights": loss_weights})
@@ -124,9 +133,10 @@ class ISCC(nn.Module):
             self.prototypes = nn.Parameter(F.normalize(torch.randn(num_prototypes, proj_dim), dim=1))
             self.queue = FeatureQueue(queue_size, proj_dim) if queue_size > 0 else None
         if use_occupancy:
-            self.voxel_size = float(getattr(self.backbone, "voxel_size", 0.0))
+            self.voxel_size = float(self.backbone.voxel_size)
             if not self.voxel_size > 0:
-                raise ValueError(f"the occupancy term needs a backbone with a voxel_size, {backbone['type']} has none")
+                raise ValueError(f"the occupancy term needs a backbone with a voxel_size > 0, "
+                                 f"{backbone['type']} has {self.voxel_size}")
             self.decoder = OccupancyDecoder(channels, occupancy_bins, occupancy_hidden)
 
     @staticmethod
@@ -145,8 +155,8 @@ class ISCC(nn.Module):
         """Teacher <- EMA of the student (backbone and projection head), p_t = m p_t + (1 - m) p_s.
         Call after every optimizer step; it changes nothing else (the queue is updated in forward)."""
         if self.use_local or self.use_global:
-            momentum_update_(self.teacher.backbone, self.backbone, self.momentum)
-            momentum_update_(self.teacher.projector, self.projector, self.momentum)
+            momentum_update_(self.teacher["backbone"], self.backbone, self.momentum)
+            momentum_update_(self.teacher["projector"], self.projector, self.momentum)
 
     def forward(self, batch: dict) -> dict:
         view1 = batch["view1"]
@@ -157,12 +167,12 @@ class ISCC(nn.Module):
             view2 = batch["view2"]
             ids1, pooled1, scene = group_average(student.point, view1["group"], view1["batch"])
             with torch.no_grad():
-                teacher = self.teacher.backbone(view2)
+                teacher = self.teacher["backbone"](view2)
                 ids2, pooled2, _ = group_average(teacher.point, view2["group"], view2["batch"])
             rows1, rows2 = shared_groups(ids1, ids2)
             f1 = self.projector(pooled1[rows1])
             with torch.no_grad():
-                f2 = F.normalize(self.teacher.projector(pooled2[rows2]), dim=1)
+                f2 = F.normalize(self.teacher["projector"](pooled2[rows2]), dim=1)
             if self.use_local:
                 terms["local"] = local_info_nce(f1, f2, scene[rows1], self.local_temperature)
             if self.use_global:
@@ -184,7 +194,9 @@ class ISCC(nn.Module):
             labels = occupancy_labels(query["surface_offset"], self.occupancy_bins, self.occupancy_range)
             terms["occupancy"] = occupancy_loss(logits, labels)
 
-        out["loss"] = sum(self.loss_weights[name] * term for name, term in terms.items())
+        loss = sum(self.loss_weights[name] * term for name, term in terms.items())
+        assert isinstance(loss, torch.Tensor)  # check_config: at least one term is on
+        out["loss"] = loss
         out.update({f"loss_{name}": term.detach() for name, term in terms.items()})
         queue = getattr(self, "queue", None)
         if self.training and queue is not None:

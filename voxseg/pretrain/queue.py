@@ -10,6 +10,10 @@ import torch.nn as nn
 
 
 class FeatureQueue(nn.Module):
+    features: torch.Tensor  # (size, dim) rows
+    position: torch.Tensor  # () long: the next row to write
+    fill: torch.Tensor  # () long: rows written so far, at most size
+
     def __init__(self, size: int, dim: int):
         super().__init__()
         if size < 1 or dim < 1:

@@ -18,13 +18,15 @@ copy.deepcopy) drops.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 import torch.nn as nn
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-def make_teacher(student: nn.Module, build: Callable[[], nn.Module]) -> nn.Module:
+
+def make_teacher(student: nn.Module, build: Callable[[], ModuleT]) -> ModuleT:
     """A new module from `build` (the student's architecture) holding the student's weights and
     buffers, whose parameters take no gradients."""
     teacher = build()

@@ -69,20 +69,24 @@ class SpinningLidar:
         local = mesh.select(near)
         vertices = (local.vertices - translation) @ rotation
         scene = o3d.t.geometry.RaycastingScene()
+        # open3d's stubs lack Tensor(ndarray) with dtype and device defaulted: hence the ignores
         scene.add_triangles(
-            o3d.core.Tensor(vertices.astype(np.float32)), o3d.core.Tensor(local.triangles.astype(np.uint32))
+            o3d.core.Tensor(vertices.astype(np.float32)),  # type: ignore[call-overload]
+            o3d.core.Tensor(local.triangles.astype(np.uint32)),  # type: ignore[call-overload]
         )
         elevation_error, gain = calibration
         directions = self.directions(elevation_error, rng)
         beam = np.tile(np.arange(len(self.elevations_deg)), self.azimuth_steps)
         rays = np.concatenate([np.zeros_like(directions), directions], axis=1).astype(np.float32)
-        hits = scene.cast_rays(o3d.core.Tensor(rays))
+        hits = scene.cast_rays(o3d.core.Tensor(rays))  # type: ignore[call-overload]
         distance = hits["t_hit"].numpy().astype(np.float64)
         triangle = hits["primitive_ids"].numpy().astype(np.int64)
         normal = hits["primitive_normals"].numpy().astype(np.float64)
 
         valid = np.isfinite(distance) & (distance >= self.min_range) & (distance <= self.max_range)
-        distance, triangle, normal, directions, beam = (a[valid] for a in (distance, triangle, normal, directions, beam))
+        distance, triangle, normal, directions, beam = (
+            a[valid] for a in (distance, triangle, normal, directions, beam)
+        )
         reflectivity = local.reflectivity[triangle].astype(np.float64)
         cos_incidence = np.abs(np.einsum("ij,ij->i", normal, directions))
 

@@ -23,7 +23,8 @@ class Mesh:
 
     @staticmethod
     def empty() -> "Mesh":
-        return Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), *(np.zeros(0, t) for t in (np.int64, np.int64, np.float32)))
+        return Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64),
+                    *(np.zeros(0, t) for t in (np.int64, np.int64, np.float32)))
 
     @staticmethod
     def concat(meshes: list["Mesh"]) -> "Mesh":
@@ -33,14 +34,15 @@ class Mesh:
         offsets = np.cumsum([0] + [len(m.vertices) for m in meshes[:-1]])
         return Mesh(
             np.concatenate([m.vertices for m in meshes]),
-            np.concatenate([m.triangles + o for m, o in zip(meshes, offsets)]),
+            np.concatenate([m.triangles + o for m, o in zip(meshes, offsets, strict=True)]),
             np.concatenate([m.semantic for m in meshes]),
             np.concatenate([m.instance for m in meshes]),
             np.concatenate([m.reflectivity for m in meshes]),
         )
 
     def transformed(self, rotation: np.ndarray, translation: np.ndarray) -> "Mesh":
-        return Mesh(self.vertices @ rotation.T + translation, self.triangles, self.semantic, self.instance, self.reflectivity)
+        return Mesh(self.vertices @ rotation.T + translation, self.triangles, self.semantic, self.instance,
+                    self.reflectivity)
 
     def relabelled(self, semantic: int | None = None, instance: int | None = None) -> "Mesh":
         n = len(self.triangles)
@@ -54,7 +56,8 @@ class Mesh:
 
     def select(self, keep: np.ndarray) -> "Mesh":
         """The triangles where `keep` is true (vertices are shared, unused ones are harmless)."""
-        return Mesh(self.vertices, self.triangles[keep], self.semantic[keep], self.instance[keep], self.reflectivity[keep])
+        return Mesh(self.vertices, self.triangles[keep], self.semantic[keep], self.instance[keep],
+                    self.reflectivity[keep])
 
 
 def _labelled(mesh: o3d.geometry.TriangleMesh, semantic: int, instance: int, reflectivity: float) -> Mesh:
@@ -79,7 +82,8 @@ def box(size, center, semantic: int, instance: int = 0, reflectivity: float = 0.
     size = np.asarray(size, dtype=np.float64)
     mesh = o3d.geometry.TriangleMesh.create_box(*size)  # spans [0, size]: centre it, turn it, place it
     rotation = yaw_matrix(yaw)
-    return _labelled(mesh, semantic, instance, reflectivity).transformed(rotation, np.asarray(center) - rotation @ (size / 2))
+    translation = np.asarray(center) - rotation @ (size / 2)
+    return _labelled(mesh, semantic, instance, reflectivity).transformed(rotation, translation)
 
 
 def cylinder(radius: float, height: float, base, semantic: int, instance: int = 0, reflectivity: float = 0.3,
@@ -90,7 +94,8 @@ def cylinder(radius: float, height: float, base, semantic: int, instance: int = 
     return _labelled(mesh, semantic, instance, reflectivity).transformed(_rotation_to(axis), np.asarray(base, float))
 
 
-def sphere(radius: float, center, semantic: int, instance: int = 0, reflectivity: float = 0.3, scale=(1.0, 1.0, 1.0)) -> Mesh:
+def sphere(radius: float, center, semantic: int, instance: int = 0, reflectivity: float = 0.3,
+           scale=(1.0, 1.0, 1.0)) -> Mesh:
     mesh = o3d.geometry.TriangleMesh.create_sphere(radius, resolution=8)
     return _labelled(mesh, semantic, instance, reflectivity).transformed(np.diag(scale), np.asarray(center, float))
 

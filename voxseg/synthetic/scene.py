@@ -35,7 +35,8 @@ class Road:
     def __init__(self, rng: np.random.Generator, s_min: float, s_max: float, step: float = 0.5):
         self.s = np.arange(s_min, s_max + step, step)
         curve_amp, curve_len = rng.uniform(0.0, 0.25), rng.uniform(150, 400)
-        self.heading = rng.uniform(-np.pi, np.pi) + curve_amp * np.sin(2 * np.pi * self.s / curve_len + rng.uniform(0, 2 * np.pi))
+        self.heading = rng.uniform(-np.pi, np.pi) + curve_amp * np.sin(
+            2 * np.pi * self.s / curve_len + rng.uniform(0, 2 * np.pi))
         d_xy = np.stack([np.cos(self.heading), np.sin(self.heading)], 1) * step
         xy = np.cumsum(d_xy, axis=0)
         self.xy = xy - xy[np.searchsorted(self.s, 0.0)]
@@ -86,7 +87,8 @@ class Road:
         i = np.arange(n_s - 1) * 2
         triangles = np.concatenate([np.stack([i, i + 2, i + 1], 1), np.stack([i + 1, i + 2, i + 3], 1)])
         n = len(triangles)
-        return Mesh(vertices, triangles, np.full(n, semantic, np.int64), np.zeros(n, np.int64), np.full(n, reflectivity, np.float32))
+        return Mesh(vertices, triangles, np.full(n, semantic, np.int64), np.zeros(n, np.int64),
+                    np.full(n, reflectivity, np.float32))
 
 
 @dataclass
@@ -175,7 +177,8 @@ def car(rng: np.random.Generator, semantic: int, instance: int) -> Mesh:
     parts = [meshes.box((length, width, body_h - 0.3), (0, 0, 0.3 + (body_h - 0.3) / 2), semantic, instance, paint)]
     cabin_len = 0.5 * length if not van else 0.8 * length
     cabin_h = height - body_h
-    parts.append(meshes.box((cabin_len, width - 0.12, cabin_h), (-0.05 * length, 0, body_h + cabin_h / 2), semantic, instance, 0.1))
+    parts.append(meshes.box((cabin_len, width - 0.12, cabin_h), (-0.05 * length, 0, body_h + cabin_h / 2),
+                            semantic, instance, 0.1))
     for fx in (-0.32, 0.32):
         for fy in (-1, 1):
             base = (fx * length, fy * (width / 2 - 0.1) - 0.11, 0.33)
@@ -214,7 +217,8 @@ def bush(rng: np.random.Generator, base: np.ndarray, yaw: float, length: float |
     rx = length / 2 if length else rng.uniform(0.6, 2.0)
     ry, rz = rng.uniform(0.5, 1.2), rng.uniform(0.4, 1.0)
     count = int(110 * (rx * ry + ry * rz + rx * rz))
-    cloud = meshes.leaf_cloud(np.zeros(3), (rx, ry, rz), count, rng, reflectivity=rng.uniform(0.35, 0.55), leaf_size=0.25)
+    cloud = meshes.leaf_cloud(np.zeros(3), (rx, ry, rz), count, rng, reflectivity=rng.uniform(0.35, 0.55),
+                              leaf_size=0.25)
     return cloud.transformed(meshes.yaw_matrix(yaw), base + (0, 0, rz * 0.8))
 
 
@@ -274,7 +278,8 @@ def build_scene(rng: np.random.Generator, drive_length: float) -> Scene:
                 moving.append(MovingObject(mesh, s, d, rng.choice([-1, 1]) * rng.uniform(1.0, 1.6), h, road))
             else:
                 yaw = rng.uniform(-np.pi, np.pi)
-                static.append(pedestrian(rng, PERSON, next(next_instance)).transformed(meshes.yaw_matrix(yaw), road.point(s, d, h)))
+                person = pedestrian(rng, PERSON, next(next_instance))
+                static.append(person.transformed(meshes.yaw_matrix(yaw), road.point(s, d, h)))
 
     ego_speed = float(rng.uniform(6.0, 9.0))
     duration = drive_length / ego_speed
@@ -324,7 +329,8 @@ def _road_surface(road: Road, sides: list[Side], s0: float, s1: float) -> Mesh:
         low = lambda s, edge=edge: -0.02 * edge + 0 * s  # noqa: E731
         high = lambda s, side=side: side.curb + 0 * s  # noqa: E731
         parts.append(road.wall(s0, s1, sg * edge, low, high, SIDEWALK, 0.3))
-        parts.append(road.strip(s0, s1, sg * edge, sg * side.sidewalk_edge, lambda s, d, c=side.curb: c + 0 * s, SIDEWALK, 0.3))
+        parts.append(road.strip(s0, s1, sg * edge, sg * side.sidewalk_edge, lambda s, d, c=side.curb: c + 0 * s,
+                                SIDEWALK, 0.3))
         parts.append(road.strip(s0, s1, sg * side.sidewalk_edge, sg * 75.0, side.terrain_height, TERRAIN, 0.35, dd=1.5))
     # lane markings: dashed centre line (3 m of paint every 9 m), 1 cm above the asphalt
     paint = []
@@ -353,16 +359,19 @@ def _roadside(rng: np.random.Generator, road: Road, side: Side, s0: float, s1: f
             base = ground(centre_s, d)
             yaw = float(road.heading_at(centre_s))
             refl = float(rng.uniform(0.2, 0.6))
-            parts.append(meshes.box((length, depth, height + 2), base + (0, 0, height / 2 - 1), BUILDING, 0, refl, yaw=yaw))
+            parts.append(meshes.box((length, depth, height + 2), base + (0, 0, height / 2 - 1), BUILDING, 0, refl,
+                                    yaw=yaw))
             if rng.random() < 0.35:  # a lower wing or annex for less box-like blocks
                 wing = (rng.uniform(3, length * 0.6), rng.uniform(2, 5), rng.uniform(2.5, height * 0.6) + 1)
                 d_wing = sg * (outer + setback - wing[1] / 2 + 0.01)
                 if setback > wing[1] + 0.5:
-                    parts.append(meshes.box(wing, ground(centre_s, d_wing) + (0, 0, wing[2] / 2 - 1), BUILDING, 0, refl, yaw=yaw))
+                    parts.append(meshes.box(wing, ground(centre_s, d_wing) + (0, 0, wing[2] / 2 - 1), BUILDING, 0,
+                                            refl, yaw=yaw))
             if setback > 2 and rng.random() < 0.5:  # fence along the sidewalk
                 fence_d = sg * (outer + 0.3)
                 fh = rng.uniform(0.9, 1.8)
-                parts.append(meshes.box((length, 0.06, fh), ground(centre_s, fence_d) + (0, 0, fh / 2), FENCE, 0, 0.35, yaw=yaw))
+                parts.append(meshes.box((length, 0.06, fh), ground(centre_s, fence_d) + (0, 0, fh / 2), FENCE, 0, 0.35,
+                                        yaw=yaw))
             if setback > 2 and rng.random() < 0.4:  # a hedge along the yard
                 hs = centre_s + rng.uniform(-0.2, 0.2) * length
                 hedge_len = rng.uniform(0.4, 0.9) * length

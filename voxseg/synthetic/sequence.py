@@ -36,7 +36,12 @@ KITTI_TR = np.array([
     [9.999738645903e-01, 4.859485810390e-04, -7.206933692422e-03, -2.921968648686e-01],
     [0.0, 0.0, 0.0, 1.0],
 ])
-KITTI_P0 = np.array([[718.856, 0.0, 607.1928, 0.0], [0.0, 718.856, 185.2157, 0.0], [0.0, 0.0, 1.0, 0.0], [0, 0, 0, 1.0]])
+KITTI_P0 = np.array([
+    [718.856, 0.0, 607.1928, 0.0],
+    [0.0, 718.856, 185.2157, 0.0],
+    [0.0, 0.0, 1.0, 0.0],
+    [0, 0, 0, 1.0],
+])
 
 
 @dataclass
@@ -75,7 +80,8 @@ def generate_dataset(root: str | os.PathLike, spec: SyntheticSpec, progress: boo
     return root
 
 
-def generate_sequence(root: Path, sequence: str, num_frames: int, seed: int, lidar: SpinningLidar, progress: bool = True) -> None:
+def generate_sequence(root: Path, sequence: str, num_frames: int, seed: int, lidar: SpinningLidar,
+                      progress: bool = True) -> None:
     seq_dir = sk.sequence_dir(root, sequence, must_exist=False)
     done = seq_dir / ".complete"
     if done.exists():
@@ -100,6 +106,7 @@ def generate_sequence(root: Path, sequence: str, num_frames: int, seed: int, lid
 
     camera_poses = KITTI_TR @ lidar_poses @ np.linalg.inv(KITTI_TR)
     sk.write_poses(seq_dir / "poses.txt", camera_poses)
-    sk.write_calib(seq_dir / "calib.txt", {"P0": KITTI_P0, "P1": KITTI_P0, "P2": KITTI_P0, "P3": KITTI_P0, "Tr": KITTI_TR})
+    calib = {"P0": KITTI_P0, "P1": KITTI_P0, "P2": KITTI_P0, "P3": KITTI_P0, "Tr": KITTI_TR}
+    sk.write_calib(seq_dir / "calib.txt", calib)
     atomic.write_text(seq_dir / "times.txt", "".join(f"{t:.6e}\n" for t in times))
     atomic.write_text(done, "")

@@ -1,2 +1,2 @@
-from voxseg.models.backbones import minkunet  # noqa: F401  (registers the MinkUNet family)
-from voxseg.models.backbones import grouping_minkunet  # noqa: F401  (registers GroupingMinkUNet14A)
+# registers DPGNetMinkUNet14A and the MinkUNet family
+from voxseg.models.backbones import dpgnet_minkunet, minkunet  # noqa: F401

@@ -26,7 +26,7 @@ from MinkowskiEngine.modules.resnet_block import BasicBlock, Bottleneck  # noqa:
 
 
 class MinkUNetBase(nn.Module):
-    BLOCK: type[nn.Module] = BasicBlock
+    BLOCK: type[BasicBlock | Bottleneck] = BasicBlock
     LAYERS: tuple[int, ...] = (2, 2, 2, 2, 2, 2, 2, 2)
     PLANES: tuple[int, ...] = (32, 64, 128, 256, 256, 128, 96, 96)
     INIT_DIM = 32
@@ -75,7 +75,9 @@ class MinkUNetBase(nn.Module):
                 ME.MinkowskiConvolution(self.inplanes, planes * self.BLOCK.expansion, kernel_size=1, dimension=self.D),
                 ME.MinkowskiBatchNorm(planes * self.BLOCK.expansion, momentum=self.bn_momentum),
             )
-        layers = [self.BLOCK(self.inplanes, planes, downsample=downsample, bn_momentum=self.bn_momentum, dimension=self.D)]
+        layers = [
+            self.BLOCK(self.inplanes, planes, downsample=downsample, bn_momentum=self.bn_momentum, dimension=self.D)
+        ]
         self.inplanes = planes * self.BLOCK.expansion
         layers += [
             self.BLOCK(self.inplanes, planes, bn_momentum=self.bn_momentum, dimension=self.D) for _ in range(1, blocks)
@@ -86,11 +88,11 @@ class MinkUNetBase(nn.Module):
         """Voxel features at tensor stride 1 for a voxel-level sparse tensor."""
         skips = [self.stem(x)]
         out = skips[0]
-        for down, block in zip(self.down, self.encoder):
+        for down, block in zip(self.down, self.encoder, strict=True):
             out = block(down(out))
             skips.append(out)
         skips.pop()  # the stride-16 output is the bottleneck, not a skip
-        for up, block in zip(self.up, self.decoder):
+        for up, block in zip(self.up, self.decoder, strict=True):
             out = block(ME.cat(up(out), skips.pop()))
         return out
 
@@ -98,7 +100,8 @@ class MinkUNetBase(nn.Module):
         """Voxel features at stride 1 and the point <-> voxel map, for a collated batch (keys
         coord, feat, batch)."""
         if batch["feat"].shape[1] != self.in_channels:
-            raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, got {batch['feat'].shape[1]}")
+            raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, "
+                             f"got {batch['feat'].shape[1]}")
         field = sparse.to_field(batch["coord"], batch["feat"], batch["batch"], self.voxel_size)
         voxel = self.forward_sparse(field.sparse())
         return BackboneOutput(voxel=voxel, field=field, inverse=field.inverse_mapping(voxel.coordinate_map_key).long())

@@ -65,7 +65,7 @@ class ASISHead(nn.Module):
     Outputs {"logits" (N, classes), "embedding" (N, embed_dim)}; in evaluation predicts
     {"segment" (N,) train ids, "segment_logits", "embedding", "instance" (N,) ids 0.. per scan
     (-1 = none), "instance_score" (N,) the confidence of the point's instance (0 where none)}.
-    `thing_classes` are the train ids with instances (the label config's thing_classes; the
+    `thing_classes` are the train ids with instances (LabelConfig.thing_train_ids; the
     fine-tuning run checks they agree).
     """
 

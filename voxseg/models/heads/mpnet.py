@@ -146,10 +146,12 @@ class MPNetHead(nn.Module):
         f_seg = self.branch_seg(features.voxel.F)
         f_ins = self.branch_ins(features.voxel.F)
         if self.instance_memory:
+            assert self.memory is not None  # __init__ makes it when either read is on
             f_ins = read_memory(f_ins, self.memory, self.strength("instance"))[0]  # eq. 2, Sec. 3.3
         inv = features.inverse
-        out = {}
+        out: dict[str, torch.Tensor] = {}
         if self.semantic_memory:
+            assert self.memory is not None  # __init__ makes it when either read is on
             summary = semantic_memory(self.memory, self.num_classes)  # eq. 1
             f_seg = read_memory(f_seg, summary, self.strength("semantic"))[0]  # Sec. 3.4
             out.update(seg_feature=f_seg[inv], semantic_memory=summary)

@@ -186,10 +186,11 @@ class ProbabilisticEmbeddingHead(nn.Module):
         self.score_branch = nn.Sequential(fc_bn_relu(in_channels, channels), nn.Linear(channels, num_classes))
         self.sigma_branch = None
         if not deterministic:
-            self.sigma_branch = nn.Sequential(fc_bn_relu(in_channels, channels),
-                                              nn.Linear(channels, 1 if isotropic else embed_dim))
-            nn.init.zeros_(self.sigma_branch[1].weight)  # start every sigma at init_sigma
-            nn.init.constant_(self.sigma_branch[1].bias, math.log(init_sigma))
+            hidden = fc_bn_relu(in_channels, channels)  # built before `sigma`, as the random init draws
+            sigma = nn.Linear(channels, 1 if isotropic else embed_dim)
+            self.sigma_branch = nn.Sequential(hidden, sigma)
+            nn.init.zeros_(sigma.weight)  # start every sigma at init_sigma
+            nn.init.constant_(sigma.bias, math.log(init_sigma))
         self.timings = {"cluster_s": 0.0}
 
     def forward(self, features: BackboneOutput, batch: dict) -> dict:

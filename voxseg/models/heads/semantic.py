@@ -17,6 +17,7 @@ class SemanticHead(nn.Module):
     "segment_logits" (N, K)}. Trained by a loss on "logits" (CrossEntropyLoss)."""
 
     predicts = ("segment", "segment_logits")  # what `predict` returns
+    thing_classes = None  # predicts no instances (voxseg.contracts.Head)
 
     def __init__(self, in_channels: int, num_classes: Annotated[int, Range(ge=1)],
                  dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0):

@@ -7,9 +7,10 @@ a scalar tensor. One module per head family, as voxseg.models.heads:
     asis           DiscriminativeLoss
     probabilistic  ProbabilisticInstanceLoss, CenterAwareScoreLoss, EntropyRegularizer
     mpnet          SemanticMemoryRegularizer, InstanceCentroidRegularizer
-    grouping       CliqueReconstructionLoss, CliqueAffinityLoss
+    dpgnet         CliqueReconstructionLoss, CliqueAffinityLoss
 
-Importing this package registers them in voxseg.registry.LOSSES.
+The stuff rule the instance losses share is voxseg.models.losses.instance_targets. Importing
+this package registers the losses in voxseg.registry.LOSSES.
 """
 
-from voxseg.models.losses import asis, grouping, mpnet, probabilistic, semantic  # noqa: F401  (register them)
+from voxseg.models.losses import asis, dpgnet, mpnet, probabilistic, semantic  # noqa: F401  (register them)

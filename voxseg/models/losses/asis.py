@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from voxseg.config import Range
+from voxseg.models.losses.instance_targets import instance_targets
 from voxseg.registry import LOSSES
 
 
@@ -24,12 +25,12 @@ class DiscriminativeLoss(nn.Module):
 
     The instances are those batch[`target`] gives (ids >= 0, unique per batch; -1 = none). With
     `stuff: segments` (the default), the labelled points without an instance (stuff) also form
-    one instance per (scene, class) of batch[`semantic_target`], as panoptic segmentation counts
-    stuff: in S3DIS, ASIS's data, every point, walls included, has an instance, while a LiDAR
-    scan's stuff has none and its embeddings would otherwise be unconstrained, so that instance
-    fusion would mix the features of unrelated classes. `stuff: ignore` uses the instances
-    alone. L_dist is 0 for a scene with one instance; the loss is the mean over the batch's
-    scenes that have instances, and a zero that keeps the graph without any.
+    one instance per (scene, class) of batch[`semantic_target`] (the stuff rule of
+    voxseg.models.losses.instance_targets): a LiDAR scan's stuff has no instance, and its
+    embeddings would otherwise be unconstrained, so that instance fusion would mix the features
+    of unrelated classes. `stuff: ignore` uses the instances alone. L_dist is 0 for a scene with
+    one instance; the loss is the mean over the batch's scenes that have instances, and a zero
+    that keeps the graph without any.
     """
 
     def __init__(self, head: str = "instance", target: str = "instance", semantic_target: str = "segment",
@@ -41,14 +42,8 @@ class DiscriminativeLoss(nn.Module):
         self.delta_v, self.delta_d, self.alpha = delta_v, delta_d, alpha
 
     def instances(self, batch: dict) -> torch.Tensor:
-        """(N,) the ids the loss groups points by (unique per batch), -1 = not in the loss."""
-        ids = batch[self.target]
-        if self.stuff == "ignore":
-            return ids
-        segment = batch[self.semantic_target]
-        classes = int(segment.max()) + 1 if len(segment) else 1
-        stuff = int(ids.max()) + 1 + batch["batch"] * classes + segment
-        return torch.where(ids >= 0, ids, torch.where(segment >= 0, stuff, -1))
+        """(N,) the ids the loss groups points by (voxseg.models.losses.instance_targets)."""
+        return instance_targets(batch, self.stuff, self.target, self.semantic_target)
 
     def forward(self, outputs: dict[str, dict], batch: dict) -> torch.Tensor:
         embedding, ids = outputs[self.head]["embedding"], self.instances(batch)

@@ -58,7 +58,11 @@ def instance_centres(mu: torch.Tensor, log_sigma: torch.Tensor, instance: torch.
 
 
 def _zero(*tensors: torch.Tensor) -> torch.Tensor:
-    return sum(t.sum() * 0.0 for t in tensors)
+    """A zero loss that keeps the graph of `tensors` (at least one)."""
+    zero = sum(t.sum() * 0.0 for t in tensors)
+    if not isinstance(zero, torch.Tensor):
+        raise ValueError("_zero needs at least one tensor")
+    return zero
 
 
 @LOSSES.register()

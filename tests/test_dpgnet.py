@@ -1,7 +1,7 @@
-"""Differentiable grouping (DPGNet, Cheng et al.; after SSN): Q and S (eqs. 1-2) against a hand
-computation, the 27-cell neighbourhood against brute force, gradcheck through T iterations, ASA,
-the losses on the associations, clique merging, the backbone variant, the shipped config, and a
-short fine-tune -> infer -> evaluate."""
+"""DPGNet's differentiable grouping into cliques (Cheng et al.; after SSN): Q and S (eqs. 1-2)
+against a hand computation, the 27-cell neighbourhood against brute force, gradcheck through T
+iterations, ASA, the losses on the associations, clique merging, the backbone variant, the
+shipped config, and a short fine-tune -> infer -> evaluate."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import torch
 from tests.helpers import ROOT, check_instance_predictions_reproduce_the_run
 from voxseg import sparse
 from voxseg.evaluation import achievable_segmentation_accuracy
-from voxseg.models.grouping import DifferentiableGrouping, clique_neighbourhood, group
-from voxseg.models.heads.grouping import GroupingHead, merge_cliques, per_scan_ids
-from voxseg.models.losses.grouping import CliqueAffinityLoss, CliqueReconstructionLoss
+from voxseg.models.cliques import DifferentiableGrouping, associate, clique_neighbourhood
+from voxseg.models.heads.dpgnet import DPGNetHead, merge_cliques, per_scan_ids
+from voxseg.models.losses.dpgnet import CliqueAffinityLoss, CliqueReconstructionLoss
 
 D64 = torch.float64
 e = math.exp
@@ -44,7 +44,7 @@ def tiny_scene():
     feat = [[0, 0], [1, 0], [2, 1], [3, 1], [7, 7], [5, 5]]
     batch = [0, 0, 0, 0, 0, 1]
     x = sparse_tensor(coord, batch, feat)
-    rows = rows_of(x, [[b, *c] for b, c in zip(batch, coord)])
+    rows = rows_of(x, [[b, *c] for b, c in zip(batch, coord, strict=True)])
     return x, rows
 
 
@@ -59,7 +59,7 @@ def test_q_and_s_match_eqs_1_2_by_hand(normalize):
     dA, dB = [0.25, 0.25, 3.25, 7.25], [7.25, 3.25, 0.25, 0.25]
     QA, QB = [e(-d) for d in dA], [e(-d) for d in dB]  # eq. 1
     if normalize == "softmax":
-        QA, QB = [a / (a + b) for a, b in zip(QA, QB)], [b / (a + b) for a, b in zip(QA, QB)]
+        QA, QB = [a / (a + b) for a, b in zip(QA, QB, strict=True)], [b / (a + b) for a, b in zip(QA, QB, strict=True)]
     Q = torch.zeros(6, len(cliques.features), dtype=D64)
     for v in range(4):
         Q[v, A], Q[v, B] = QA[v], QB[v]
@@ -158,7 +158,7 @@ def test_gradcheck_through_t_iterations(rng, normalize):
     valid = candidates >= 0
 
     def grouped(f):
-        Q, S = group(f, candidates, cell, len(cells), 3, normalize)
+        Q, S = associate(f, candidates, cell, len(cells), 3, normalize)
         return Q[valid], S
 
     assert torch.autograd.gradcheck(grouped, (F,))
@@ -179,15 +179,16 @@ def test_cuda_matches_cpu(rng):
     feat = rng.normal(size=(500, 3))
     cpu = sparse_tensor(coord, batch, feat)
     gpu = sparse.to_field(torch.as_tensor(coord, dtype=torch.float32).cuda(),
-                          torch.as_tensor(feat, dtype=torch.float32).cuda(), torch.as_tensor(batch).cuda(), 1.0).sparse()
+                          torch.as_tensor(feat, dtype=torch.float32).cuda(),
+                          torch.as_tensor(batch).cuda(), 1.0).sparse()
     grouping = DifferentiableGrouping(stride=2, iterations=3)
     a, b = grouping(cpu), grouping(gpu)
     order_a = rows_of(cpu, gpu.C.cpu().tolist())
     # the same partition and the same centres, whatever order each device stores voxels in
     key = lambda c: c.coordinates.cpu()[c.hard().cpu()]  # noqa: E731
     assert torch.equal(key(a)[order_a], key(b))
-    cells_a = {tuple(c): s for c, s in zip(a.coordinates.tolist(), a.features.tolist())}
-    for c, s in zip(b.coordinates.cpu().tolist(), b.features.cpu().tolist()):
+    cells_a = {tuple(c): s for c, s in zip(a.coordinates.tolist(), a.features.tolist(), strict=True)}
+    for c, s in zip(b.coordinates.cpu().tolist(), b.features.cpu().tolist(), strict=True):
         assert s == pytest.approx(cells_a[tuple(c)], abs=1e-4)
 
 
@@ -196,11 +197,11 @@ def test_underflowing_clique_keeps_its_centre():
     F = torch.tensor([[0.0], [30.0]], dtype=D64)
     candidates = torch.tensor([[0, 1], [1, 0]])
     cell = torch.tensor([0, 1])
-    Q, S = group(F, candidates, cell, 2, 1, "none")
+    Q, S = associate(F, candidates, cell, 2, 1, "none")
     # S^0 = (0, 30); clique 1 has Z = exp(-900) + exp(-0) = 1 -> S_1 = 30; no NaN anywhere
     assert torch.isfinite(S).all() and S[:, 0].tolist() == [0.0, 30.0]
-    Q, S = group(torch.tensor([[0.0], [30.0]], dtype=D64), torch.tensor([[0, -1], [0, -1]]), torch.tensor([0, 0]),
-                 2, 1, "none")
+    Q, S = associate(torch.tensor([[0.0], [30.0]], dtype=D64), torch.tensor([[0, -1], [0, -1]]), torch.tensor([0, 0]),
+                     2, 1, "none")
     assert S[1].tolist() == [0.0]  # clique 1 (no voxel, Z = 0) keeps S^0
 
 
@@ -238,7 +239,8 @@ def test_reconstruction_loss_by_hand():
     # Q of each point to clique 0 / clique 1: p0 (0.8, 0.2), p1 (0.5, 0.5), p2, p3 (0.9, 0.1)
     Z0, Z1 = 0.8 + 0.5 + 0.9 + 0.9, 0.2 + 0.5 + 0.1 + 0.1
     R0a, R0b, R1a, R1b = 0.8 / Z0, (0.5 + 1.8) / Z0, 0.2 / Z1, (0.5 + 0.2) / Z1
-    want = -(math.log(0.8 * R0a + 0.2 * R1a) + math.log(0.5 * R0b + 0.5 * R1b) + 2 * math.log(0.9 * R0b + 0.1 * R1b)) / 4
+    want = -(math.log(0.8 * R0a + 0.2 * R1a) + math.log(0.5 * R0b + 0.5 * R1b)
+             + 2 * math.log(0.9 * R0b + 0.1 * R1b)) / 4
     got = CliqueReconstructionLoss(head="g", stuff="ignore")(out, batch)
     assert got.item() == pytest.approx(want, rel=1e-12)
     # pure cliques reconstruct exactly: loss 0 whatever Q
@@ -280,11 +282,12 @@ def test_merge_cliques_constructed_case():
     assert merge_cliques(features, neighbours, cls, 0.9).tolist() == [0, 1, 2, 3, 3, 4]
     cls = torch.tensor([0, -1, 0, 0, 0, 0])  # clique 1 is stuff: the chain breaks there; 5 joins 0 now
     assert merge_cliques(features, neighbours, cls, 0.5).tolist() == [0, -1, 1, 2, 2, 0]
-    assert per_scan_ids(torch.tensor([4, 9, -1, 4, 2, 7]), torch.tensor([0, 0, 0, 1, 1, 1])).tolist() == [0, 1, -1, 1, 0, 2]
+    ids, scan = torch.tensor([4, 9, -1, 4, 2, 7]), torch.tensor([0, 0, 0, 1, 1, 1])
+    assert per_scan_ids(ids, scan).tolist() == [0, 1, -1, 1, 0, 2]
 
 
 def test_predict_merges_cliques_into_instances():
-    head = GroupingHead(4, num_classes=3, thing_classes=[0, 1], min_instance_points=3, merge_threshold=0.5)
+    head = DPGNetHead(4, num_classes=3, thing_classes=[0, 1], min_instance_points=3, merge_threshold=0.5)
     # 5 voxels, cliques 0..3; voxel v's candidates (v's clique first); points per voxel 2, 2, 1, 3, 2
     candidates = torch.tensor([[0, 1], [1, 0], [2, 1], [3, -1], [3, -1]])
     association = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.7, 0.3], [1.0, 0.0], [1.0, 0.0]])
@@ -307,13 +310,13 @@ def test_predict_merges_cliques_into_instances():
 
 
 # ----------------------------------------------------------------------------- backbone, config
-def test_grouping_backbone_shapes_and_gradients(rng):
+def test_dpgnet_backbone_shapes_and_gradients(rng):
     import voxseg.models  # noqa: F401
     from tests.helpers import random_batch
     from voxseg.registry import BACKBONES
 
     torch.manual_seed(0)
-    backbone = BACKBONES.build({"type": "GroupingMinkUNet14A", "in_channels": 2, "voxel_size": 0.5})
+    backbone = BACKBONES.build({"type": "DPGNetMinkUNet14A", "in_channels": 2, "voxel_size": 0.5})
     assert sorted(backbone.grouping) == ["2", "4", "8"] and backbone.out_channels == 96
     batch = random_batch(rng, sizes=(800, 500))
     out = backbone(batch)
@@ -323,7 +326,7 @@ def test_grouping_backbone_shapes_and_gradients(rng):
     for level in ("2", "4", "8"):
         assert backbone.grouping[level].embed.weight.grad.abs().sum() > 0  # the grouping is in the graph
     with pytest.raises(ValueError, match="levels"):
-        BACKBONES.build({"type": "GroupingMinkUNet14A", "levels": [16]})
+        BACKBONES.build({"type": "DPGNetMinkUNet14A", "levels": [16]})
 
 
 CONFIGS = ROOT / "configs" / "finetune"
@@ -335,17 +338,48 @@ def test_shipped_config_resolves_and_builds(monkeypatch):
     from voxseg.registry import MODELS
 
     monkeypatch.chdir(ROOT)
-    cfg = finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_grouping.yaml"), [])
-    head = cfg["model"]["heads"]["grouping"]
-    assert head["type"] == "GroupingHead" and head["num_classes"] == 12 and head["thing_classes"] == [0, 1]
+    cfg = finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_dpgnet.yaml"), [])
+    head = cfg["model"]["heads"]["dpgnet"]
+    assert head["type"] == "DPGNetHead" and head["num_classes"] == 12 and head["thing_classes"] == [0, 1]
     asis = finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_asis.yaml"), [])
     assert cfg["train"] == asis["train"] and cfg["data"] == asis["data"]  # the same budget as ASIS
     model = MODELS.build(cfg["model"])
-    assert isinstance(model.heads["grouping"], GroupingHead) and model.heads["grouping"].grouping.stride == 4
+    assert isinstance(model.heads["dpgnet"], DPGNetHead) and model.heads["dpgnet"].grouping.stride == 4
     assert sorted(model.losses) == ["affinity", "ce", "recon"]
-    backbone = finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_grouping.yaml"),
-                                ["model.backbone.type=GroupingMinkUNet14A"])
-    assert type(MODELS.build(backbone["model"]).backbone).__name__ == "GroupingMinkUNet14A"
+    backbone = finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_dpgnet.yaml"),
+                                ["model.backbone.type=DPGNetMinkUNet14A"])
+    assert type(MODELS.build(backbone["model"]).backbone).__name__ == "DPGNetMinkUNet14A"
+
+
+def test_checkpoints_of_the_old_type_names_load(tmp_path, monkeypatch):
+    """Checkpoints recorded GroupingHead and GroupingMinkUNet14A before the DPGNet rename: loading
+    one gives the current names (voxseg.engine.checkpoint.RENAMED_TYPES) and its weights fit."""
+    import voxseg.models  # noqa: F401
+    from voxseg.engine import checkpoint, finetune
+    from voxseg.registry import MODELS
+
+    torch.manual_seed(0)
+    head = {"type": "DPGNetHead", "num_classes": 3, "thing_classes": [0], "channels": 8, "embed_dim": 4}
+    new = {"type": "Segmentor", "backbone": {"type": "DPGNetMinkUNet14A", "in_channels": 2, "voxel_size": 0.5},
+           "heads": {"grouping": head},
+           "losses": {"recon": {"type": "CliqueReconstructionLoss", "head": "grouping"}}}
+    model = MODELS.build(new)
+    old = {**new, "backbone": {**new["backbone"], "type": "GroupingMinkUNet14A"},
+           "heads": {"grouping": {**head, "type": "GroupingHead"}}}
+    saved = {"format": checkpoint.FORMAT, "config": {"model": old}, "model": model.state_dict()}
+    torch.save(saved, tmp_path / "old.pt")
+    data = checkpoint.load(tmp_path / "old.pt")
+    assert data["config"]["model"] == new
+    MODELS.build(data["config"]["model"]).load_state_dict(data["model"])
+    record = checkpoint.BackboneRecord.of_config({"model": new})
+    assert checkpoint.load_backbone(MODELS.build(new).backbone, tmp_path / "old.pt", record).loaded
+    assert checkpoint.migrate_model_config({"type": "ISCC", "backbone": {"type": "GroupingMinkUNet14A"},
+                                            "list": [{"type": "GroupingHead"}]}) == {
+        "type": "ISCC", "backbone": {"type": "DPGNetMinkUNet14A"}, "list": [{"type": "DPGNetHead"}]}
+    monkeypatch.chdir(ROOT)
+    resolved = finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_dpgnet.yaml"),
+                                ["model.backbone.type=GroupingMinkUNet14A"])  # a config of the old name
+    assert resolved["model"]["backbone"]["type"] == "DPGNetMinkUNet14A"
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -355,19 +389,19 @@ def overrides(root, out, **extra):
         "model.backbone.voxel_size": 0.4, "train.batch_size": 1, "train.num_workers": 0, "train.max_steps": 4,
         "train.warmup_steps": 1, "train.val_every": 0, "train.checkpoint_every": 4, "train.progress": "false",
         "train.threads": 1, "train.lr": 0.01, "data.train.transforms": "[]",
-        "model.heads.grouping.min_instance_points": 5, "model.heads.grouping.merge_threshold": 0.05,
+        "model.heads.dpgnet.min_instance_points": 5, "model.heads.dpgnet.merge_threshold": 0.05,
         "evaluator.min_region_size": 5, "output_dir": str(out),
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
 
 
-def test_grouping_finetune_infer_evaluate(tiny_dataset, tmp_path, monkeypatch):
+def test_dpgnet_finetune_infer_evaluate(tiny_dataset, tmp_path, monkeypatch):
     from voxseg.engine import finetune
 
     monkeypatch.chdir(ROOT)
-    out = tmp_path / "grouping"
-    finetune.run(finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_grouping.yaml"), overrides(tiny_dataset, out)))
+    out = tmp_path / "dpgnet"
+    finetune.run(finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_dpgnet.yaml"), overrides(tiny_dataset, out)))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == 4 and {"pq", "ap", "ap50", "mwcov", "miou", "best_pq"} <= set(metrics)
 

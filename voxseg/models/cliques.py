@@ -1,5 +1,9 @@
-"""Differentiable grouping of voxels into cliques (Cheng, Xu, Vuong, "Task-driven Differentiable
-Grouping for Point Cloud Analysis"; after SSN, Jampani et al., ECCV 2018).
+"""Cliques: DPGNet's differentiable grouping of voxels (Cheng, Xu, Vuong, "Task-driven
+Differentiable Grouping for Point Cloud Analysis"; after SSN, Jampani et al., ECCV 2018).
+
+A clique is the paper's point-cloud analogue of a superpixel, learnt end to end. Not to be
+confused with preprocessing's groups (voxseg.data.groups: HDBSCAN segments of stacked scans for
+ISCC pretraining), which are fixed offline.
 
 Soft associations between voxels p and cliques i, and the clique centres they give (Sec. 3.1):
 
@@ -37,7 +41,7 @@ import torch
 
 from voxseg.sparse import ME
 
-__all__ = ["NEIGHBOURS", "Cliques", "DifferentiableGrouping", "clique_neighbourhood", "group"]
+__all__ = ["NEIGHBOURS", "Cliques", "DifferentiableGrouping", "associate", "clique_neighbourhood"]
 
 NEIGHBOURS = 27  # 3 x 3 x 3 cells
 
@@ -62,8 +66,8 @@ def clique_neighbourhood(x: ME.SparseTensor, stride: int) -> tuple[torch.Tensor,
     return cell, neighbours, coordinates
 
 
-def group(features: torch.Tensor, candidates: torch.Tensor, cell: torch.Tensor, num_cliques: int,
-          iterations: int, normalize: Literal["softmax", "none"] = "softmax") -> tuple[torch.Tensor, torch.Tensor]:
+def associate(features: torch.Tensor, candidates: torch.Tensor, cell: torch.Tensor, num_cliques: int,
+              iterations: int, normalize: Literal["softmax", "none"] = "softmax") -> tuple[torch.Tensor, torch.Tensor]:
     """T iterations of eqs. 1-2 on voxel features F (V, k) with candidate cliques (V, K) (-1 =
     none) and the seed cell of each voxel (V,). Returns (Q (V, K) of the last iteration, 0 where
     there is no candidate; S (M, k) after the last update)."""
@@ -149,5 +153,5 @@ class DifferentiableGrouping(torch.nn.Module):
         features = x.F if features is None else features
         cell, neighbours, coordinates = clique_neighbourhood(x, self.stride)
         candidates = neighbours[cell]
-        Q, S = group(features, candidates, cell, len(coordinates), self.iterations, self.normalize)
+        Q, S = associate(features, candidates, cell, len(coordinates), self.iterations, self.normalize)
         return Cliques(candidates, Q, S, cell, neighbours, coordinates)

@@ -1,4 +1,4 @@
-"""Loss terms on the voxel-clique associations of differentiable grouping (voxseg.models.grouping).
+"""Loss terms on the voxel-clique associations of DPGNet's differentiable grouping (voxseg.models.cliques).
 
 DPGNet (Cheng et al.) trains its grouping through the downstream task's loss alone (Sec. 3.2,
 "task-driven") and reproduces SSN (Sec. 4.2), whose superpixels are trained by a task-specific
@@ -7,12 +7,13 @@ and mapped back with the row-normalised one, R* = Q^ Q~^T R, scored against R by
 CliqueReconstructionLoss is that loss on LiDAR labels. CliqueAffinityLoss is not in either
 paper: it trains the clique-feature affinity that the instance head merges cliques by.
 
-Both read a grouping head's outputs: `association` (V, 27) Q, `candidates` (V, 27) clique
+Both read a DPGNetHead's outputs: `association` (V, 27) Q, `candidates` (V, 27) clique
 indices (-1 = none), `clique_features` (M, k) S, `clique_neighbours` (M, 27), `point_voxel` (N,).
 Labels are batch[`target`] ids (instances, unique per batch, -1 = none); with `stuff: segments`
-the labelled points without an instance form one group per (scene, class) of
-batch[`semantic_target`], as DiscriminativeLoss counts stuff; `ignore` leaves them out. A batch
-without labelled points gives a zero that keeps the graph.
+the labelled points without an instance form one label per (scene, class) of
+batch[`semantic_target`] (the stuff rule of voxseg.models.losses.instance_targets, which
+DiscriminativeLoss uses too); `ignore` leaves them out. A batch without labelled points gives a
+zero that keeps the graph.
 """
 
 from __future__ import annotations
@@ -23,20 +24,8 @@ import torch
 import torch.nn as nn
 
 from voxseg.config import Range
+from voxseg.models.losses.instance_targets import instance_targets
 from voxseg.registry import LOSSES
-
-SELF = 13  # column of a cell's own clique in the 27-neighbourhood
-
-
-def group_ids(batch: dict, target: str, semantic_target: str, stuff: str) -> torch.Tensor:
-    """(N,) the label each point is reconstructed with (unique per batch), -1 = not in the loss."""
-    ids = batch[target]
-    if stuff == "ignore":
-        return ids
-    segment = batch[semantic_target]
-    classes = int(segment.max()) + 1 if len(segment) else 1
-    stuff_ids = int(ids.max()) + 1 + batch["batch"] * classes + segment
-    return torch.where(ids >= 0, ids, torch.where(segment >= 0, stuff_ids, -1))
 
 
 def pooled_labels(out: dict, ids: torch.Tensor) -> dict | None:
@@ -75,13 +64,13 @@ def dominant_label(pooled: dict, num_cliques: int) -> torch.Tensor:
 
 
 class _CliqueLoss(nn.Module):
-    def __init__(self, head: str, target: str, semantic_target: str, stuff: str):
+    def __init__(self, head: str, target: str, semantic_target: str, stuff: Literal["segments", "ignore"]):
         super().__init__()
         self.head, self.target, self.semantic_target, self.stuff = head, target, semantic_target, stuff
 
     def pooled(self, outputs: dict, batch: dict) -> tuple[dict, dict | None]:
         out = outputs[self.head]
-        return out, pooled_labels(out, group_ids(batch, self.target, self.semantic_target, self.stuff))
+        return out, pooled_labels(out, instance_targets(batch, self.stuff, self.target, self.semantic_target))
 
 
 @LOSSES.register()
@@ -91,7 +80,7 @@ class CliqueReconstructionLoss(_CliqueLoss):
     labels pooled by the column-normalised one (eq. 2). Points count once each (several points of
     a voxel share its Q). 0 when every clique is pure, whatever Q."""
 
-    def __init__(self, head: str = "grouping", target: str = "instance", semantic_target: str = "segment",
+    def __init__(self, head: str = "dpgnet", target: str = "instance", semantic_target: str = "segment",
                  stuff: Literal["segments", "ignore"] = "segments",
                  eps: Annotated[float, Range(gt=0, lt=1)] = 1e-8):
         super().__init__(head, target, semantic_target, stuff)
@@ -116,7 +105,7 @@ class CliqueAffinityLoss(_CliqueLoss):
     dominant labels (largest pooled label mass, no gradient) agree. Not in the paper: it trains
     what the instance head merges by. Mean over the pairs of cliques that both hold labels."""
 
-    def __init__(self, head: str = "grouping", target: str = "instance", semantic_target: str = "segment",
+    def __init__(self, head: str = "dpgnet", target: str = "instance", semantic_target: str = "segment",
                  stuff: Literal["segments", "ignore"] = "segments",
                  eps: Annotated[float, Range(gt=0, lt=1)] = 1e-6):
         super().__init__(head, target, semantic_target, stuff)

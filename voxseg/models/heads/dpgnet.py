@@ -1,17 +1,18 @@
-"""Instance head by differentiable grouping (DPGNet, Cheng et al.; after SSN, Jampani et al. 2018).
+"""Instance head by DPGNet's differentiable grouping into cliques (Cheng et al.; after SSN, Jampani
+et al. 2018; the layer: voxseg.models.cliques).
 
 Per voxel (points take their voxel's outputs):
 
   f      = FC-BN-ReLU(F)                      shared features
   G      = Linear(f)                          the k-dim features grouped on (SSN's learnt features)
-  Q, S   = grouping(G)                        eqs. 1-2, T iterations, cliques seeded at the occupied
+  Q, S   = cliques(G)                         eqs. 1-2, T iterations, cliques seeded at the occupied
                                               cells of a grid of `stride` voxels, 27 cells each
   f~     = Q^ pool(f)                         clique features pooled (eq. 2) and scattered back (SSN)
   logits = Linear([f, f~])                    semantics from the voxel and its cliques: the task
                                               loss trains the grouping, as the paper's (Sec. 3.2)
 
 Training: CrossEntropyLoss on `logits`, CliqueReconstructionLoss (SSN) and CliqueAffinityLoss on
-the associations (voxseg.models.losses.grouping).
+the associations (voxseg.models.losses.dpgnet).
 
 Inference. Each voxel takes its clique of largest Q (SSN's hard association). The paper stops at
 cliques; making instances of them is our choice: a clique's class is the argmax of the mean
@@ -37,7 +38,7 @@ from scipy.sparse.csgraph import connected_components
 
 from voxseg.config import Range
 from voxseg.models.backbone_output import BackboneOutput
-from voxseg.models.grouping import DifferentiableGrouping
+from voxseg.models.cliques import DifferentiableGrouping
 from voxseg.models.heads.instances import thing_train_ids
 from voxseg.registry import HEADS
 
@@ -55,8 +56,8 @@ def merge_cliques(features: torch.Tensor, neighbours: torch.Tensor, clique_class
     link = (neighbours >= 0) & (clique_class[i] >= 0) & (clique_class[i] == clique_class[j])
     i, j = i[link], j[link]
     link = torch.exp(-(features[i] - features[j]).square().sum(dim=1)) > threshold
-    i, j = i[link].cpu().numpy(), j[link].cpu().numpy()
-    graph = coo_matrix((np.ones(len(i), dtype=np.int8), (i, j)), shape=(M, M))
+    rows, cols = i[link].cpu().numpy(), j[link].cpu().numpy()
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(M, M))
     _, component = connected_components(graph, directed=True, connection="weak")
     component = torch.from_numpy(component).to(features.device).long()
     keep = clique_class >= 0
@@ -80,14 +81,15 @@ def per_scan_ids(ids: torch.Tensor, scan: torch.Tensor) -> torch.Tensor:
 
 
 @HEADS.register()
-class GroupingHead(nn.Module):
+class DPGNetHead(nn.Module):
     """Semantic logits and cliques per point (see the module docstring).
 
     Outputs {"logits" (N, classes), "embedding" (N, k) the features grouped on, "voxel_logits",
     "voxel_embedding", "association" (V, 27), "candidates" (V, 27), "clique_features" (M, k),
     "clique_neighbours" (M, 27), "clique_batch" (M,), "point_voxel" (N,)}; in evaluation predicts
     {"segment", "segment_logits", "embedding", "instance" (N,) 0.. per scan (-1 = none),
-    "instance_score", "clique" (N,) 0.. per scan}.
+    "instance_score", "clique" (N,) 0.. per scan}. `thing_classes` are the train ids with instances
+    (LabelConfig.thing_train_ids; the fine-tuning run checks they agree).
     """
 
     predicts = ("segment", "segment_logits", "embedding", "instance", "instance_score", "clique")  # `predict`'s keys
