@@ -90,6 +90,9 @@ class InterruptOnImport(importlib.abc.MetaPathFinder):
         return None
 
 
+# Python's own Ctrl-C handler, as in a terminal: a job started in the background by a shell
+# without job control (CI scripts, `make test &`) inherits SIGINT ignored, and the signal would be lost
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.meta_path.insert(0, InterruptOnImport())
 '''
 
