@@ -127,9 +127,15 @@ def render_scan(path: str | os.PathLike, coord: np.ndarray, semantic: np.ndarray
                     (f"errors (right: {100 * right:.1f}% of scored points)", error_rgb(semantic, gt_semantic, labels))]
     image, order = perspective(coord)
     fig, axes = plt.subplots(2, len(columns), figsize=(4.2 * len(columns), 8.6), dpi=110, squeeze=False)
+    # the perspective frames the 1st-99th percentile of the image: the few points next to (or
+    # behind) the camera would otherwise stretch the axes and shrink the scene to a speck
+    low, high = np.percentile(image, [1, 99], axis=0)
+    pad = 0.05 * (high - low)
     for j, (name, colours) in enumerate(columns):
         _panel(axes[0, j], coord[:, :2], colours, f"{name}: top view")
         _panel(axes[1, j], image, colours, f"{name}: perspective", order)
+        axes[1, j].set_xlim(low[0] - pad[0], high[0] + pad[0])
+        axes[1, j].set_ylim(low[1] - pad[1], high[1] + pad[1])
     fig.suptitle(title)
     _legend(fig, semantic if gt_semantic is None else np.concatenate([semantic, gt_semantic]), labels)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
