@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.voxseg-installed
 DATA ?= data/synthetic
 
-.PHONY: install demo lint test test-all clean
+.PHONY: install demo lint test test-all gpu-check clean
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ test: lint
 
 test-all: lint
 	$(PY) -m pytest tests
+
+# On a CUDA machine: installs with the CUDA route, runs the cuda tests, the backbone benchmarks and short
+# GPU runs, and prints one summary (tools/gpu_check.sh, under 9 minutes on an H100); elsewhere one line.
+gpu-check:
+	@PYTHON=$(PYTHON) bash tools/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

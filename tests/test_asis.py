@@ -122,6 +122,16 @@ def test_neighbour_max_equals_amax_over_the_gathered_tensor_with_its_gradient():
     assert torch.autograd.gradcheck(lambda f: neighbour_max(f, index, chunk=7), (features,))
 
 
+def test_neighbour_max_gives_a_tie_to_the_first_neighbour_in_the_row():
+    # rows 0 and 1 are equal: the gradient of each output goes to whichever is listed first
+    features = torch.tensor([[1.0, 2.0], [1.0, 2.0], [0.0, 5.0]], requires_grad=True)
+    index = torch.tensor([[1, 0, 2], [1, 2, 0], [2, 2, 2]])
+    out = neighbour_max(features, index)
+    assert torch.equal(out.detach(), torch.tensor([[1.0, 5.0], [1.0, 5.0], [0.0, 5.0]]))
+    (grad,) = torch.autograd.grad(out[:, 0].sum(), features)
+    assert torch.equal(grad, torch.tensor([[0.0, 0.0], [2.0, 0.0], [1.0, 0.0]]))
+
+
 # ----------------------------------------------------------------------------- the head
 ASIS_MODEL = {
     "type": "Segmentor",

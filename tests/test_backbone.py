@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -149,3 +154,18 @@ def test_to_voxels_reduces_points_per_voxel():
     mean, high = out.to_voxels(values), out.to_voxels(values, reduce="amax")
     assert mean[rows[(0, 0, 0)]].tolist() == [2.0, 15.0] and mean[rows[(2, 0, 0)]].tolist() == [5.0, 30.0]
     assert high[rows[(0, 0, 0)]].tolist() == [3.0, 20.0]
+
+
+def test_set_threads_limits_the_blas_pools_minkowski_multiplies_through():
+    # in a fresh process: the limit is process-wide. MinkowskiEngine's CPU convolutions call
+    # OpenBLAS, whose pool torch.set_num_threads does not reach; its idle threads would spin.
+    code = """import json
+from threadpoolctl import threadpool_info
+from voxseg import sparse
+sparse.set_threads(1)
+print(json.dumps([(p["filepath"], p["num_threads"]) for p in threadpool_info() if p["user_api"] == "blas"]))"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"})
+    pools = json.loads(done.stdout.strip().splitlines()[-1])
+    assert any("openblas" in path for path, _ in pools), pools  # ME's (and numpy's) OpenBLAS are loaded
+    assert all(threads == 1 for _, threads in pools), pools

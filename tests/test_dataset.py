@@ -28,6 +28,14 @@ def test_sample_contents(tiny_dataset):
     assert sorted(sample) == ["coord", "feat", "instance", "intensity", "name", "point_index", "segment"]
 
 
+def test_frame_stride_keeps_every_kth_scan_of_each_sequence(tiny_dataset):
+    every = SemanticKITTI(str(tiny_dataset), str(SYNTHETIC_LABELS), sequences=[0, 1])
+    sampled = SemanticKITTI(str(tiny_dataset), str(SYNTHETIC_LABELS), sequences=[0, 1], frame_stride=4)
+    # sequence 00 has scans 0-5, 01 has 0-2: scans 0 and 4 of 00, scan 0 of 01
+    assert sampled.items == ["00/000000", "00/000004", "01/000000"]
+    assert np.array_equal(sampled[1]["coord"], every[4]["coord"])
+
+
 def test_synthetic_instances_are_dense_and_of_thing_classes(tiny_dataset):
     dataset = SemanticKITTI(str(tiny_dataset), str(SYNTHETIC_LABELS), sequences=[0])
     things = LabelConfig.load(SYNTHETIC_LABELS).thing_train_ids

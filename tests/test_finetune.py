@@ -232,6 +232,17 @@ def test_model_learns_a_scan(tiny_dataset, tmp_path, monkeypatch):
     assert scored["miou"] == pytest.approx(metrics["miou"], abs=1e-6)
     assert scored["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-6)
 
+    # a model validated on a sample of the sequence (frame_stride) still predicts every scan of it
+    sampled = torch.load(out / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    sampled["config"]["data"]["val"]["frame_stride"] = 4
+    torch.save(sampled, tmp_path / "sampled.pt")
+    done = subprocess.run([sys.executable, "tools/infer.py", "--checkpoint", str(tmp_path / "sampled.pt"),
+                           "--dataset", str(tiny_dataset), "--sequences", "00", "--out", str(tmp_path / "pred3")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    again = sorted((tmp_path / "pred3" / "sequences" / "00" / "predictions").glob("*.label"))
+    assert [f.read_bytes() for f in again] == [f.read_bytes() for f in files]
+
     # a truncated scan: one error line naming it, no traceback
     broken = tmp_path / "broken"
     shutil.copytree(tiny_dataset / "sequences" / "01", broken / "sequences" / "01")

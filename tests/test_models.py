@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -40,6 +41,20 @@ def test_segmentor_outputs_and_loss_formula(rng):
     del batch["segment"]
     with torch.no_grad():
         assert "loss" not in model(batch)
+
+
+def test_semantic_head_classifies_voxels_in_evaluation_with_the_per_point_logits(rng):
+    # evaluation classifies each voxel once and copies its row to the voxel's points: the same
+    # logits as classifying every point's (identical) features, as in training
+    head = HEADS.build({"type": "SemanticHead", "num_classes": 5}, in_channels=8)
+    voxel = torch.from_numpy(rng.normal(size=(30, 8)).astype(np.float32))
+    inverse = torch.from_numpy(rng.integers(0, 30, 200))
+
+    features = SimpleNamespace(voxel=SimpleNamespace(F=voxel), inverse=inverse, point=voxel[inverse])
+    trained = head(features, {})["logits"]
+    head.eval()
+    evaluated = head(features, {})["logits"]
+    assert evaluated.shape == (200, 5) and torch.equal(evaluated, trained)
 
 
 def test_all_ignored_gives_zero_loss_with_graph(rng):

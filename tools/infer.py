@@ -43,6 +43,7 @@ from tqdm import tqdm
 from voxseg.cli import exit_on_interrupt, main_guard
 
 with exit_on_interrupt():
+    from voxseg import sparse
     from voxseg.data import point_files, semantic_kitti as sk
     from voxseg.engine import checkpoint
     from voxseg.engine.device import pick_device
@@ -108,10 +109,16 @@ def main() -> None:
                                                      "OUT/semantic and OUT/instance)")
     parser.add_argument("--label-config", help="class mapping (default: the one the checkpoint was trained with)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (torch, MinkowskiEngine, BLAS); "
+                                                               "default: the libraries' own (all cores)")
     parser.add_argument("--ply", action="store_true", help="--input: also write OUT/NAME.ply coloured by class")
     parser.add_argument("--fill-intensity", type=float, help="--input: the intensity of every point of a file "
                                                              "without one (default: such a file is refused)")
     args = parser.parse_args()
+    if args.threads < 0:
+        raise VoxsegError(f"--threads must be at least 0, got {args.threads}")
+    if args.threads:
+        sparse.set_threads(args.threads)
     if args.input:
         predict_files(args)
         return
@@ -135,7 +142,9 @@ def main() -> None:
         for sequence in args.sequences:  # every scan's size checked before any prediction is written
             for frame in sk.frame_ids(args.dataset, sequence):
                 sk.scan_size(sk.scan_path(args.dataset, sequence, frame))
-        dataset_cfg = {**cfg["data"]["val"], "transforms": [], "labels": False, "sequences": args.sequences}
+        # every scan of the sequences asked for: the validation's frame_stride sampled them for training
+        val_cfg = {k: v for k, v in cfg["data"]["val"].items() if k != "frame_stride"}
+        dataset_cfg = {**val_cfg, "transforms": [], "labels": False, "sequences": args.sequences}
     model = MODELS.build(cfg["model"])
     model.load_state_dict(state["model"])
     model.to(device).eval()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 
 import torch
+from threadpoolctl import threadpool_limits
 
 with warnings.catch_warnings():
     # A CPU-only build warns on every import that it was compiled without CUDA.
@@ -26,17 +27,22 @@ _threads = -1  # ME's default: min(OMP_NUM_THREADS or cpu_count, 20)
 
 
 def set_threads(count: int) -> None:
-    """CPU threads for torch and for MinkowskiEngine's OpenMP kernels.
+    """CPU threads for torch, for MinkowskiEngine's OpenMP kernels and for the BLAS libraries.
 
     ME shares torch's OpenMP runtime but calls omp_set_num_threads(cpu_count) whenever it
     creates a coordinate manager, overriding torch.set_num_threads; so the fields made here
     carry their own manager with `count` threads. With several threads ME's CPU backward
     accumulates in a varying order and runs differ; with one they repeat bit for bit (and on
     2 cores train no slower).
+
+    ME's CPU convolutions multiply through OpenBLAS, whose own thread pool neither torch nor
+    OpenMP settings reach once it is loaded: it is limited through threadpoolctl, or its idle
+    threads spin beside one-thread work and take a core from anything running alongside.
     """
     global _threads
     _threads = count
     torch.set_num_threads(count)
+    threadpool_limits(count, user_api="blas")
 
 
 def voxel_coordinates(coord: torch.Tensor, batch: torch.Tensor, voxel_size: float) -> torch.Tensor:

@@ -33,6 +33,12 @@
 #                         torch imports, and voxseg's other dependencies are installed around the
 #                         one there (pyproject pins torch). An existing .venv made without
 #                         --system-site-packages is an error (make clean).
+#   VOXSEG_DEB_ROOT       a folder into which .deb files were unpacked with `dpkg -x` (a machine with
+#                         no apt registry; tools/gpu_check.sh unpacks the ones brought along): a
+#                         Debian package whose files are there ($VOXSEG_DEB_ROOT/usr/share/doc/PKG,
+#                         which every package has) counts as installed and is not apt-get installed.
+#                         The caller makes the build and the programs find those files (CPATH,
+#                         LIBRARY_PATH, LD_LIBRARY_PATH, PATH), as tools/gpu_check.sh does.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -53,10 +59,15 @@ die() { echo "install: $*" >&2; exit 1; }
 case "$SYSTEM_TORCH" in 0|1) ;; *) die "VOXSEG_SYSTEM_TORCH must be 0 or 1, not '$SYSTEM_TORCH'" ;; esac
 case "${VOXSEG_ME_CUDA:-}" in ""|0|1) ;; *) die "VOXSEG_ME_CUDA must be 0 or 1, not '$VOXSEG_ME_CUDA'" ;; esac
 
+deb_unpacked() {  # $1: a Debian package; true when its files were unpacked into $VOXSEG_DEB_ROOT
+  local doc="${VOXSEG_DEB_ROOT:-}/usr/share/doc/$1"
+  [ -n "${VOXSEG_DEB_ROOT:-}" ] && { [ -e "$doc" ] || [ -L "$doc" ]; }  # (a doc folder may be a link)
+}
+
 install_system_packages() {
   local missing=()
   for pkg in "${SYSTEM_PACKAGES[@]}"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    dpkg -s "$pkg" >/dev/null 2>&1 || deb_unpacked "$pkg" || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return
   local sudo=""

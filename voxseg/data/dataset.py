@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from tqdm import tqdm
 
-from voxseg.config import Component
+from voxseg.config import Component, Range
 from voxseg.data import semantic_kitti as sk
 from voxseg.data.defaults import PointDataset
 from voxseg.data.features import LIDAR_FEATURES
@@ -19,7 +21,9 @@ class SemanticKITTI(PointDataset):
     A sample is `semantic_kitti.read_scan_sample`'s (`coord`, `intensity`, `point_index`, and with
     labels `segment` in train ids and dense `instance` ids) plus `feat` (N, C) and `name`
     ("SS/FFFFFF"). With `labels=False` (inference on unlabelled scans) there is no segment or
-    instance. Transforms that drop points may leave gaps in the instance ids.
+    instance. Transforms that drop points may leave gaps in the instance ids. `frame_stride` k
+    keeps every k-th scan of each sequence (scans 0, k, 2k...): a sample of a long validation
+    sequence to validate on during training, as tools/infer.py then predicts all of it.
 
     Transforms and features as voxseg.data.defaults.PointDataset: the generator is seeded by
     (seed, epoch, index), and `feat` follows the augmented coordinates.
@@ -29,9 +33,11 @@ class SemanticKITTI(PointDataset):
 
     def __init__(self, root: str, label_config: str, sequences: list[int | str],
                  features: list[str] = ["intensity"],  # noqa: B006
-                 transforms: list[Component] = [], labels: bool = True):  # noqa: B006
+                 transforms: list[Component] = [], labels: bool = True,  # noqa: B006
+                 frame_stride: Annotated[int, Range(ge=1)] = 1):
         super().__init__(root, label_config, features, transforms, labels)
-        self.frames = [(sk.sequence_name(s), f) for s in sequences for f in sk.frame_ids(self.root, s)]
+        self.frames = [(sk.sequence_name(s), f) for s in sequences
+                       for f in sk.frame_ids(self.root, s)[::frame_stride]]
         if not self.frames:
             raise ConfigError(f"{self.root}: no scans in sequences {list(sequences)}")
         self.items = ["/".join(frame) for frame in self.frames]

@@ -37,6 +37,8 @@ from voxseg.engine.prediction_files import has_instance_head, panoptic_predictio
 from voxseg.errors import VoxsegError
 from voxseg.registry import MODELS
 
+# what panoptic_prediction reads of a model's predictions (the rest, e.g. logits, stays on the device)
+PREDICTION_KEYS = ("segment", "instance", "instance_score")
 # the sample key each feature is derived from (height and range come from `coord`)
 FEATURE_SOURCES = {"intensity": "intensity", "color": "color", "height": "coord", "range": "coord"}
 
@@ -118,7 +120,8 @@ class Predictor:
         pred: dict = {}
         if len(sample["coord"]):
             batch = collate([sample])
-            pred = {k: v.cpu().numpy() for k, v in self.model(to_device(batch, self.device))["pred"].items()}
+            pred = {k: v.cpu().numpy() for k, v in self.model(to_device(batch, self.device))["pred"].items()
+                    if k in PREDICTION_KEYS}
         semantic, instance, scores = panoptic_prediction(pred, sample["point_index"], self.labels)
         return Prediction(semantic, instance, scores)
 

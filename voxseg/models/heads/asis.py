@@ -53,7 +53,9 @@ def neighbour_max(features: torch.Tensor, index: torch.Tensor, chunk: int = 8192
     with torch.no_grad():
         for start in range(0, len(index), chunk):
             rows = index[start:start + chunk]
-            best = features[rows].argmax(dim=1)  # (chunk, C): which of the K neighbours wins
+            # (chunk, C): which of the K neighbours wins, the first on ties, as argmax; max's kernel
+            # reduces the strided K dimension several times faster than argmax's on the CPU
+            best = features[rows].max(dim=1).indices
             winners[start:start + chunk] = rows.gather(1, best)
     return features.gather(0, winners)
 

@@ -27,7 +27,11 @@ class SemanticHead(nn.Module):
         self.classifier = nn.Linear(in_channels, num_classes)
 
     def forward(self, features: BackboneOutput, batch: dict) -> dict:
-        return {"logits": self.classifier(self.dropout(features.point))}
+        if self.training:
+            return {"logits": self.classifier(self.dropout(features.point))}
+        # in evaluation dropout is the identity and a point's logits are its voxel's: classify the
+        # V voxels, then copy rows to the N points (a dense cloud has many points per voxel)
+        return {"logits": self.classifier(features.voxel.F)[features.inverse]}
 
     def predict(self, outputs: dict, features: BackboneOutput, batch: dict) -> dict:
         return {"segment": outputs["logits"].argmax(dim=1), "segment_logits": outputs["logits"]}
