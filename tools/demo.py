@@ -8,9 +8,8 @@ recipe to copy. After the data, two lanes run side by side, one per core (each t
 thread: voxseg.lanes); each step's output goes to OUT/logs/, progress is printed every minute,
 and the demo ends with where the time went. Steps whose outputs exist are skipped (or resumed),
 so a second run, or a run after Ctrl-C, picks up where the last one stopped. Sized for minutes
-on 2 cores: 25 pretraining steps, the fine-tunings validated once, at the end, on every 5th
-scan of 04 (their metrics.json), ASIS fine-tuned 280 steps of its recipe's 300; the reported
-figures are tools/evaluate.py's on all of 04.
+on 2 cores: 40 pretraining steps, and the fine-tunings validated once, at the end, on every 5th
+scan of 04 (their metrics.json); the reported figures are tools/evaluate.py's on all of 04.
 
   1. tools/make_synthetic.py  generate the dataset (sequences 00-03 train, 04 held out)
   semantic lane:
@@ -40,11 +39,10 @@ CONFIG = "configs/finetune/synthetic_minkunet14a.yaml"
 ASIS_CONFIG = "configs/finetune/synthetic_minkunet14a_asis.yaml"
 PREPROCESS_CONFIG = "configs/preprocess/default.yaml"
 PRETRAIN_CONFIG = "configs/pretrain/synthetic_minkunet14a_iscc.yaml"
-PRETRAIN_STEPS = 25  # a demo of the pipeline, not of its gain (benchmarks/label_efficiency.py)
+PRETRAIN_STEPS = 40  # a demo of the pipeline, not of its gain (benchmarks/label_efficiency.py)
 # The fine-tunings validate once, at the end, on every 5th scan of 04 (metrics.json): tools/infer.py
 # and tools/evaluate.py then score all of 04, the figures the demo reports.
 FINETUNE_OVERRIDES = ["train.val_every=0", "data.val.frame_stride=5"]
-ASIS_STEPS = 280  # of the recipe's 300: the demo's two lanes then end together on 2 cores
 HELD_OUT = "04"
 LABELS = "configs/labels/synthetic.yaml"
 
@@ -73,8 +71,7 @@ def main() -> None:
     def instance_lane() -> dict:
         result = train_predict_evaluate(lanes, "instance", out / "finetune_asis", ASIS_CONFIG,
                                         "MinkUNet14A + ASIS head", args.data, out / "predictions_asis",
-                                        ["panoptic", "instance"], threads=0,  # (the other lane is done by then)
-                                        overrides=(f"train.max_steps={ASIS_STEPS}",))
+                                        ["panoptic", "instance"], threads=0)  # (the other lane is done by then)
         lanes.step("instance", f"render the ASIS model's predictions of sequence {HELD_OUT}",
                    ["tools/render.py", "--predictions", str(out / "predictions_asis"), "--dataset", args.data,
                     "--sequences", HELD_OUT, "--label-config", LABELS, "--out", str(out / "renders"), "--sheet"])
@@ -108,7 +105,7 @@ def pretrain(lanes: Lanes, run_dir: Path, data: str, groups: Path) -> Path:
 
 def train_predict_evaluate(lanes: Lanes, lane: str, run_dir: Path, config: str, title: str, data: str,
                            predictions: Path, tasks: list[str], pretrained: Path | None = None,
-                           threads: int = 0, overrides: tuple[str, ...] = ()) -> dict:
+                           threads: int = 0) -> dict:
     """Fine-tune (or resume, or skip when done), predict the held-out sequence, evaluate each task."""
     if (run_dir / "metrics.json").exists():
         lanes.print(f"[{lane}] fine-tune: {run_dir}/metrics.json exists, skipping")
@@ -117,7 +114,7 @@ def train_predict_evaluate(lanes: Lanes, lane: str, run_dir: Path, config: str, 
         start = ["--pretrained", str(pretrained)] if pretrained is not None and not resume else []
         lanes.step(lane, f"fine-tune {title}" + (" from the pretrained encoder" if start else ""),
                    ["tools/finetune.py", "--config", config, f"output_dir={run_dir}", f"data.root={data}",
-                    *FINETUNE_OVERRIDES, *overrides, *resume, *start])
+                    *FINETUNE_OVERRIDES, *resume, *start])
     lanes.step(lane, f"predict held-out sequence {HELD_OUT} ({title})",
                ["tools/infer.py", "--checkpoint", str(run_dir / "checkpoints" / "last.pt"), "--dataset", data,
                 "--sequences", HELD_OUT, "--out", str(predictions), "--threads", str(threads)])
