@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ROOT, check_instance_predictions_reproduce_the_run
+from tests.helpers import ROOT, check_instance_predictions_reproduce_the_run, finetune_overrides
 from voxseg import sparse
 from voxseg.evaluation import achievable_segmentation_accuracy
 from voxseg.models.cliques import DifferentiableGrouping, associate, clique_neighbourhood
@@ -384,16 +384,12 @@ def test_checkpoints_of_the_old_type_names_load(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- end to end
 def overrides(root, out, **extra):
-    base = {
-        "data.root": str(root), "data.train.sequences": "[0]", "data.val.sequences": "[1]",
-        "model.backbone.voxel_size": 0.4, "train.batch_size": 1, "train.num_workers": 0, "train.max_steps": 4,
-        "train.warmup_steps": 1, "train.val_every": 0, "train.checkpoint_every": 4, "train.progress": "false",
-        "train.threads": 1, "train.lr": 0.01, "data.train.transforms": "[]",
+    """finetune_overrides for four steps of this head, without augmentation, small instances kept."""
+    return finetune_overrides(root, out, **{
+        "train.max_steps": 4, "train.warmup_steps": 1, "train.val_every": 0, "train.checkpoint_every": 4,
+        "train.lr": 0.01, "data.train.transforms": "[]", "evaluator.min_region_size": 5,
         "model.heads.dpgnet.min_instance_points": 5, "model.heads.dpgnet.merge_threshold": 0.05,
-        "evaluator.min_region_size": 5, "output_dir": str(out),
-    }
-    base.update(extra)
-    return [f"{k}={v}" for k, v in base.items()]
+        **extra})
 
 
 def test_dpgnet_finetune_infer_evaluate(tiny_dataset, tmp_path, monkeypatch):

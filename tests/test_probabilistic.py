@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import ROOT, check_instance_predictions_reproduce_the_run
+from tests.helpers import ROOT, check_instance_predictions_reproduce_the_run, finetune_overrides
 from voxseg.models.heads.probabilistic import (
     DETERMINISTIC_LOG_SIGMA,
     ProbabilisticEmbeddingHead,
@@ -352,16 +352,13 @@ CONFIGS = ROOT / "configs" / "finetune"
 
 
 def overrides(root, out, **extra):
-    base = {
-        "data.root": str(root), "data.train.sequences": "[0]", "data.val.sequences": "[1]",
-        "model.backbone.voxel_size": 0.4, "train.batch_size": 1, "train.num_workers": 0, "train.max_steps": 4,
-        "train.warmup_steps": 1, "train.val_every": 0, "train.checkpoint_every": 4, "train.progress": "false",
-        "train.threads": 1, "train.lr": 0.01, "data.train.transforms": "[]",
+    """finetune_overrides for four steps of this head, without augmentation, small instances kept."""
+    return finetune_overrides(root, out, **{
+        "train.max_steps": 4, "train.warmup_steps": 1, "train.val_every": 0, "train.checkpoint_every": 4,
+        "train.lr": 0.01, "data.train.transforms": "[]", "evaluator.min_region_size": 5,
         "model.heads.prob.min_instance_points": 5, "model.heads.prob.min_anchor_score": 0.0,
-        "model.heads.prob.max_instances": 64, "evaluator.min_region_size": 5, "output_dir": str(out),
-    }
-    base.update(extra)
-    return [f"{k}={v}" for k, v in base.items()]
+        "model.heads.prob.max_instances": 64,
+        **extra})
 
 
 def test_probabilistic_finetune_infer_evaluate(tiny_dataset, tmp_path, monkeypatch):
