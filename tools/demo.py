@@ -32,7 +32,7 @@ import json
 from pathlib import Path
 
 from voxseg.cli import main_guard
-from voxseg.lanes import Lanes
+from voxseg.lanes import Lanes, StepFailed
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/finetune/synthetic_minkunet14a.yaml"
@@ -56,9 +56,6 @@ def main() -> None:
     out = Path(args.out)
     lanes = Lanes(out / "logs", ROOT)
 
-    lanes.step("data", "generate the synthetic dataset",
-               ["tools/make_synthetic.py", "--out", args.data])
-
     def semantic_lane() -> dict:
         lanes.step("semantic", "preprocess: stacking, ground removal, grouping",
                    ["tools/preprocess.py", "--dataset", args.data, "--sequences", "00", "01", "02", "03", "04",
@@ -77,7 +74,11 @@ def main() -> None:
                     "--sequences", HELD_OUT, "--label-config", LABELS, "--out", str(out / "renders"), "--sheet"])
         return result
 
-    results = lanes.run({"semantic": semantic_lane, "instance": instance_lane})
+    try:
+        lanes.step("data", "generate the synthetic dataset", ["tools/make_synthetic.py", "--out", args.data])
+        results = lanes.run({"semantic": semantic_lane, "instance": instance_lane})
+    except StepFailed as exc:
+        raise StepFailed(f"{exc}; rerun `make demo` to resume from there") from None
     semantic, instance = results["semantic"], results["instance"]
     print(f"\nwhere the time went (seconds since the start; steps of two lanes overlap):\n{lanes.summary()}")
     print(f"\ndemo done, on held-out sequence {HELD_OUT}:\n"

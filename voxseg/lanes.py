@@ -40,7 +40,7 @@ class Stopped(Exception):
 class StepTime:
     lane: str
     title: str
-    start_s: float  # since the lanes started
+    start_s: float  # since the Lanes object was made
     seconds: float
 
 

@@ -45,6 +45,10 @@ def has_instance_head(model) -> bool:
     return any(head.thing_classes is not None for head in model.heads.values())
 
 
+#: the predictions panoptic_prediction reads (a caller may leave the rest, e.g. logits, on the device)
+PANOPTIC_KEYS = ("segment", "instance", "instance_score")
+
+
 def panoptic_prediction(pred: dict, point_index: np.ndarray, labels: LabelConfig
                         ) -> tuple[np.ndarray, np.ndarray, dict[int, float]]:
     """(raw class id per point, instance id per point, {instance id: confidence}) of one scan.

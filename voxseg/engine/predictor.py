@@ -33,12 +33,10 @@ from voxseg.data.labels import LabelConfig
 from voxseg.data.point_files import read_points
 from voxseg.engine import checkpoint
 from voxseg.engine.device import pick_device
-from voxseg.engine.prediction_files import has_instance_head, panoptic_prediction
+from voxseg.engine.prediction_files import PANOPTIC_KEYS, has_instance_head, panoptic_prediction
 from voxseg.errors import VoxsegError
 from voxseg.registry import MODELS
 
-# what panoptic_prediction reads of a model's predictions (the rest, e.g. logits, stays on the device)
-PREDICTION_KEYS = ("segment", "instance", "instance_score")
 # the sample key each feature is derived from (height and range come from `coord`)
 FEATURE_SOURCES = {"intensity": "intensity", "color": "color", "height": "coord", "range": "coord"}
 
@@ -121,7 +119,7 @@ class Predictor:
         if len(sample["coord"]):
             batch = collate([sample])
             pred = {k: v.cpu().numpy() for k, v in self.model(to_device(batch, self.device))["pred"].items()
-                    if k in PREDICTION_KEYS}
+                    if k in PANOPTIC_KEYS}
         semantic, instance, scores = panoptic_prediction(pred, sample["point_index"], self.labels)
         return Prediction(semantic, instance, scores)
 
