@@ -1,19 +1,28 @@
-"""Shared by the benchmarks: peak memory of a block of code; which code and machine made a result."""
+"""Shared by the benchmarks: peak memory of a block of code; which code and machine made a result
+and which code a run folder records; the generated blocks of the results page."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
+import shutil
 import subprocess
 import threading
 from pathlib import Path
+
+from voxseg.errors import VoxsegError
 
 ROOT = Path(__file__).resolve().parents[1]
 # What can change a training's result: the library, the preprocessing, the configs and the tools
 # that run; their Python and YAML files (the rest there is documentation).
 CODE_DIRS = ("voxseg", "preprocessing", "configs", "tools")
 CODE_SUFFIXES = (".py", ".yaml")
+
+
+class BenchError(VoxsegError):
+    """A benchmark cannot go on: one line naming the file or flag and what to do."""
 
 
 class PeakRSS:
@@ -102,3 +111,43 @@ def machine_info(device: str) -> dict:
             "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "minkowskiengine": ME.__version__, "device": str(resolved),
             "gpu": torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else None}
+
+
+def recorded_code(run_dir: Path) -> dict | None:
+    """The code identity a run folder's code.json records; None if it has none (or an unreadable one)."""
+    try:
+        code = json.loads((run_dir / "code.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return code if isinstance(code, dict) and isinstance(code.get("code_hash"), str) else None
+
+
+def describe_code(code: dict) -> str:
+    commit = "no commit" if code.get("commit") is None else f"commit {code['commit'][:7]}"
+    return f"code {code['code_hash'][:12]} ({commit}{', dirty' if code.get('dirty') else ''})"
+
+
+def replace_block(text: str, block: list[str], path: Path, begin: str, end: str) -> str:
+    """`text` (a results page) with the lines between its `begin` and `end` marker lines replaced
+    by `block`, indented as the begin marker is (so a table may sit in a list item)."""
+    lines = text.split("\n")
+    begins = [i for i, line in enumerate(lines) if line.strip() == begin]
+    ends = [i for i, line in enumerate(lines) if line.strip() == end]
+    if len(begins) != 1 or len(ends) != 1 or ends[0] < begins[0]:
+        raise BenchError(f"{path}: needs one '{begin}' line and one '{end}' line after it")
+    first, last = begins[0], ends[0]
+    indent = lines[first][:len(lines[first]) - len(lines[first].lstrip())]
+    return "\n".join(lines[:first + 1] + [indent + line if line else "" for line in block] + lines[last:])
+
+
+def set_aside(run_dir: Path, out: Path) -> Path:
+    """Move a run folder under `out` that must run again to OUT/stale/<the code hash it records,
+    12 digits, or 'unrecorded'>/<its folder under OUT>, keeping it there rather than deleting
+    hours of work over an edited comment (an older copy there is replaced). Returns where it went."""
+    made_by = recorded_code(run_dir)
+    target = out / "stale" / (made_by["code_hash"][:12] if made_by else "unrecorded") / run_dir.relative_to(out)
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.rename(target)
+    return target

@@ -20,12 +20,24 @@ MPNet's Baseline row (mpnet_nomem) trains byte for byte as asis_vanilla (tested)
 with both it is reported from the asis_vanilla run unless it has a finished run of its own.
 It also saves the thing-voxel embeddings of the held-out scan with the most of them to
 OUT/<row>/embeddings.npy, real input for benchmarks/cluster.py --embeddings.
+
+Every run folder records the code that trained it (code.json: benchmarks.common.code_identity),
+and so does its score (benchmark.json). A run or score made by other code is not reused: the run
+moves to OUT/stale/ and trains again, one line saying why. `--record` adds the table to
+benchmarks/results/instance_heads.json (one table per step count; rows of the same code join the
+table, so rows may be run by separate invocations), if every row was made by one committed, clean
+code; `--render-readme` rewrites the instance-heads block of docs/results.md from that record.
+The issue's open questions are rows of their own: asis_warmup (instance fusion after a warm-up),
+mpnet_insmem and mpnet_segmem (MPNet's Table 1), probabilistic_ce (a cross-entropy term beside
+the probabilistic head), and `--steps 1800 --out runs/bench_instance_heads_1800` (is 600 steps too
+short?).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -39,19 +51,30 @@ sys.path.insert(0, str(ROOT))
 import voxseg.data.builtin  # noqa: E402,F401
 import voxseg.evaluation  # noqa: E402,F401
 import voxseg.models  # noqa: E402,F401
+from benchmarks.common import (  # noqa: E402
+    BenchError,
+    code_identity,
+    describe_code,
+    machine_info,
+    recorded_code,
+    replace_block,
+    set_aside,
+)
 from voxseg import atomic, sparse  # noqa: E402
 from voxseg.data.collate import collate, to_device  # noqa: E402
 from voxseg.engine import checkpoint, finetune  # noqa: E402
 from voxseg.engine.device import pick_device  # noqa: E402
+from voxseg.errors import VoxsegError  # noqa: E402
 from voxseg.evaluation.asa import achievable_segmentation_accuracy  # noqa: E402
 from voxseg.registry import DATASETS, EVALUATORS, MODELS  # noqa: E402
 from voxseg.synthetic import SyntheticSpec, generate_dataset  # noqa: E402
 
 ROWS = {"asis": "ASIS", "asis_vanilla": "ASIS vanilla", "asis_sa": "ASIS SA only", "asis_if": "ASIS IF only",
+        "asis_warmup": "ASIS IF warm-up",
         "probabilistic": "Probabilistic", "extdim": "ExtDim", "mpnet": "MPNet", "mpnet_nomem": "MPNet no mem",
         "mpnet_insmem": "MPNet InsMem", "mpnet_segmem": "MPNet +SegMem", "mpnet_beta16": "MPNet b=16",
         "mpnet_printed": "MPNet b=1",
-        "dpgnet": "DPGNet"}
+        "probabilistic_ce": "Probabilistic+CE", "dpgnet": "DPGNet"}
 # the 60-minute budget on 2 cores; asis_sa and asis_if are ASIS's Table 3 ablation, probabilistic and
 # extdim the probabilistic-embedding head (Zhang & Wonka) and its deterministic ExtDim baseline,
 # mpnet and mpnet_nomem MPNet (He et al.) with and without its memory (mpnet_insmem, mpnet_segmem:
@@ -67,22 +90,63 @@ SAME_AS = {"mpnet_nomem": "asis_vanilla"}
 PRESETS = {"heads": ["asis", "asis_vanilla", "probabilistic", "extdim", "mpnet", "mpnet_printed", "mpnet_nomem",
                    "dpgnet"]}
 COLUMNS = ("ap", "ap50", "ap25", "pq", "mcov", "mwcov", "mprec", "mrec", "miou")
+SCORES = (*COLUMNS, "network_ms", "cluster_ms", "fusion_purity", "asa")  # what evaluate() measures
+# the questions the rows answer, printed and recorded as differences (row, against, the question)
+COMPARISONS = [
+    ("asis", "asis_vanilla", "ASIS (SA + IF) against vanilla, its Table 3"),
+    ("asis_warmup", "asis", "instance fusion after a warm-up against fusion from the start"),
+    ("asis_warmup", "asis_vanilla", "ASIS with the fusion warm-up against vanilla"),
+    ("mpnet_insmem", "mpnet_nomem", "MPNet's InsMem row against its Baseline (Table 1)"),
+    ("mpnet_segmem", "mpnet_nomem", "MPNet's InsMem + SegMem row against its Baseline (Table 1)"),
+    ("mpnet", "mpnet_nomem", "MPNet (both memories, beta learned) against its Baseline"),
+    ("probabilistic_ce", "probabilistic", "a cross-entropy term beside the probabilistic head"),
+    ("probabilistic", "extdim", "the probabilistic embedding against ExtDim, its Table 4"),
+]
+RECORD = ROOT / "benchmarks" / "results" / "instance_heads.json"
+RESULTS_PAGE = ROOT / "docs" / "results.md"
+TABLE_BEGIN, TABLE_END = "<!-- instance-heads:begin -->", "<!-- instance-heads:end -->"
 
 
-def train(row: str, data: Path, out: Path, steps: int, device: str) -> Path:
-    """Fine-tune one row's config (or reuse a finished run); returns its output folder."""
+def train(row: str, data: Path, out: Path, steps: int, device: str, code: dict) -> Path:
+    """Fine-tune one row's config, resume it, or reuse its finished run, if `code` made it; a run
+    made by other code is set aside (benchmarks.common.set_aside) and trains again. Returns its
+    output folder."""
     run_dir = out / row
     config = ROOT / "configs" / "finetune" / f"synthetic_minkunet14a_{row}.yaml"
     overrides = [f"output_dir={run_dir}", f"data.root={data}", f"train.max_steps={steps}", "train.val_every=0",
                  f"train.device={device}", "train.progress=false"]
-    if (run_dir / "metrics.json").exists():
+    metrics, last = run_dir / "metrics.json", run_dir / "checkpoints" / "last.pt"
+    if metrics.exists() or last.exists():
+        made_by = recorded_code(run_dir)
+        if made_by is None or made_by["code_hash"] != code["code_hash"]:
+            why = "its code is not recorded" if made_by is None else f"made by {describe_code(made_by)}"
+            print(f"rerun {row}: {why}, this is {describe_code(code)} (the old run is in {set_aside(run_dir, out)})",
+                  flush=True)
+    if metrics.exists():
+        ran = json.loads(metrics.read_text()).get("step")
+        if ran != steps:
+            raise BenchError(f"{run_dir}: a finished run of {ran} steps, the benchmark asks {steps}; "
+                             "choose another --out or delete the folder to rerun it")
         print(f"{row}: reusing {run_dir}", flush=True)
         return run_dir
-    resume = (run_dir / "checkpoints" / "last.pt").exists()
+    resume = last.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(run_dir / "code.json", json.dumps(code, indent=2) + "\n")
     start = time.perf_counter()
     finetune.run(finetune.resolve(str(config), overrides), resume=resume)
     print(f"{row}: trained {steps} steps in {time.perf_counter() - start:.0f} s", flush=True)
     return run_dir
+
+
+def scored(run_dir: Path, code: dict) -> dict | None:
+    """The run's saved score (benchmark.json), if `code` made it after the run's last checkpoint."""
+    path = run_dir / "benchmark.json"
+    try:
+        score = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    newer = path.stat().st_mtime >= (run_dir / "checkpoints" / "last.pt").stat().st_mtime
+    return score if newer and score.get("code_hash") == code["code_hash"] else None
 
 
 @torch.no_grad()
@@ -172,55 +236,212 @@ def fusion_purity(model, dataset, device: torch.device) -> float:
     return same / max(total, 1.0)
 
 
-def main() -> None:
+# --------------------------------------------------------------------- the record, the results page
+def finite(value):
+    """A score for JSON: NaN (a metric a head does not have) as null."""
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def table_document(steps: int, results: dict[str, dict], same_as: dict[str, str], code: dict, machine: dict,
+                   elapsed: float) -> dict:
+    """One table of the record: the settings, the code and machine, and per row its scores, its
+    config and the code hash its run records (a row reported from its twin's run names it)."""
+    rows = {}
+    for row, result in results.items():
+        rows[row] = {"name": ROWS[row], "config": f"configs/finetune/synthetic_minkunet14a_{row}.yaml",
+                     "same_as": same_as.get(row), "code_hash": result["code_hash"],
+                     **{key: finite(result.get(key, float("nan"))) for key in SCORES}}
+    return {"steps": steps, "val_sequence": "04", "code": code, "machine": machine, "elapsed_s": elapsed, "rows": rows}
+
+
+def record_problem(table: dict) -> str | None:
+    """Why a table may not join the record, or None: every row made by one committed, clean code
+    (a recorded row reproduces when rerun at its commit)."""
+    code = table["code"]
+    if code["commit"] is None:
+        return "no git commit names the code"
+    if code["dirty"]:
+        return f"the code differs from commit {code['commit'][:7]} (dirty): commit it and rerun"
+    other = sorted(row for row, r in table["rows"].items() if r["code_hash"] != code["code_hash"])
+    if other:
+        return f"rows made by other code: {', '.join(other)}"
+    return None
+
+
+def merge_table(record: dict, table: dict) -> dict:
+    """The record with `table` in it. A table of the same steps made by the same code keeps its
+    other rows (rows may be run by separate invocations) and takes this one's; one made by other
+    code is replaced whole. Tables in ascending steps."""
+    tables = {t["steps"]: t for t in record.get("tables", [])}
+    old = tables.get(table["steps"])
+    if old is not None and old["code"]["code_hash"] == table["code"]["code_hash"]:
+        table = {**table, "rows": {**old["rows"], **table["rows"]},
+                 "elapsed_s": old["elapsed_s"] + table["elapsed_s"]}
+    tables[table["steps"]] = table
+    return {"tables": [tables[k] for k in sorted(tables)]}
+
+
+def load_record(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BenchError(f"{path}: no recorded result; `python benchmarks/instance_heads.py --record` "
+                         "writes it") from None
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{path}: not a readable JSON record ({exc})") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("tables"), list):
+        raise BenchError(f"{path}: not an instance-heads record (no 'tables' list)")
+    return record
+
+
+def percent(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def comparison_lines(rows: dict[str, dict]) -> list[str]:
+    """The COMPARISONS whose two rows are in `rows`: the differences in AP, AP50, PQ, mWCov and mIoU."""
+    lines = []
+    for row, base, question in COMPARISONS:
+        if row in rows and base in rows:
+            a, b = rows[row], rows[base]
+            diffs = ", ".join(f"{key.upper() if key != 'miou' else 'mIoU'} {100 * (a[key] - b[key]):+.1f}"
+                              for key in ("ap", "ap50", "pq", "mwcov", "miou"))
+            lines.append(f"{ROWS[row]} - {ROWS[base]}: {diffs} ({question})")
+    return lines
+
+
+def render_markdown(record: dict, source: str = "benchmarks/results/instance_heads.json") -> list[str]:
+    """The results page's block from a record: per table its rows' scores (%; ms per scan), the
+    comparisons the issue asks, and where and with which code it was measured."""
+    lines = [f"<!-- generated by `python benchmarks/instance_heads.py --render-readme` from {source}: do not edit -->"]
+    header = ("| method | config | " + " | ".join(c.upper() if c != "miou" else "mIoU" for c in COLUMNS)
+              + " | IF pur | ASA | net ms | clust ms |")
+    for table in record["tables"]:
+        code, machine = table["code"], table["machine"]
+        lines += ["", f"{table['steps']} steps per row, held-out sequence {table['val_sequence']}:", "", header,
+                  "|---|---|" + "---|" * (len(COLUMNS) + 4)]
+        for r in table["rows"].values():
+            config = f"`{Path(r['config']).name}`" + (f" (the run of {r['same_as']})" if r["same_as"] else "")
+            lines.append(f"| {r['name']} | {config} | " + " | ".join(percent(r[c]) for c in COLUMNS)
+                         + f" | {percent(r['fusion_purity'])} | {percent(r['asa'])} | {r['network_ms']:.0f} | "
+                         f"{r['cluster_ms']:.0f} |")
+        compared = comparison_lines(table["rows"])
+        if compared:
+            lines += [""] + [f"- {line}" for line in compared]
+        gpu = f" ({machine['gpu']})" if machine.get("gpu") else ""
+        lines += ["", f"Measured at commit `{code['commit'][:7]}` (code hash `{code['code_hash'][:12]}`): "
+                      f"{machine['platform']}, {machine['cpus']} CPUs, Python {machine['python']}, torch "
+                      f"{machine['torch']}, MinkowskiEngine {machine['minkowskiengine']}, device "
+                      f"{machine['device']}{gpu}; {table['elapsed_s'] / 60:.0f} min of invocations in all."]
+    return lines
+
+
+def render_readme(readme: str, block: list[str], path: Path) -> str:
+    """`readme` (the results page's text) with its instance-heads block replaced by `block`."""
+    return replace_block(readme, block, path, TABLE_BEGIN, TABLE_END)
+
+
+def render_readme_file(record_path: Path, readme_path: Path) -> None:
+    """Rewrite the results page's instance-heads block from the record; both are read and the
+    block made before the page is written (atomically), so a bad record leaves it as it was."""
+    record = load_record(record_path)
+    try:
+        source = record_path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        source = str(record_path)
+    try:
+        block = render_markdown(record, source)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BenchError(f"{record_path}: not an instance-heads record ({type(exc).__name__}: {exc})") from exc
+    try:
+        readme = readme_path.read_text()
+    except OSError as exc:
+        raise BenchError(f"{readme_path}: cannot read it ({exc.strerror})") from exc
+    atomic.write_text(readme_path, render_readme(readme, block, readme_path))
+
+
+# ------------------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/synthetic", help="synthetic dataset root (generated when missing)")
     parser.add_argument("--out", default="runs/bench_instance_heads")
     parser.add_argument("--steps", type=int, default=600, help="training steps per row (identical for all)")
     parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS) + list(PRESETS),
-                        help="rows: asis, asis_vanilla (default); asis_sa, asis_if (ablation); probabilistic, "
-                             "extdim; mpnet, mpnet_nomem (mpnet_insmem, mpnet_segmem, mpnet_printed, "
-                             "mpnet_beta16); dpgnet; "
-                             "'heads' = one row per head")
+                        help="rows: asis, asis_vanilla (default); asis_sa, asis_if (ablation), asis_warmup; "
+                             "probabilistic, probabilistic_ce, extdim; mpnet, mpnet_nomem (mpnet_insmem, "
+                             "mpnet_segmem, mpnet_printed, mpnet_beta16); dpgnet; 'heads' = one row per head")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    args = parser.parse_args()
+    parser.add_argument("--record", type=Path, nargs="?", const=RECORD,
+                        help=f"add this table to the record (default {RECORD.relative_to(ROOT)}) if committed, "
+                             "clean code made every row")
+    parser.add_argument("--render-readme", action="store_true",
+                        help="rewrite the instance-heads block of docs/results.md from the record and exit")
+    parser.add_argument("--readme", type=Path, default=RESULTS_PAGE, help="the page --render-readme rewrites")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error("--steps must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.render_readme:
+        record = args.record or RECORD
+        render_readme_file(record, args.readme)
+        print(f"{args.readme}: the instance-heads block from {record}")
+        return 0
     data, out = Path(args.data), Path(args.out)
-    rows = [r for row in args.rows for r in PRESETS.get(row, [row])]
+    rows = list(dict.fromkeys(r for row in args.rows for r in PRESETS.get(row, [row])))
+    code = code_identity()
     start = time.perf_counter()
     generate_dataset(data, SyntheticSpec())
     device = pick_device(args.device, option="--device")
-    results = {}
+    results: dict[str, dict] = {}
+    same_as: dict[str, str] = {}
     for row in rows:
         twin = SAME_AS.get(row)
         if twin in results and not (out / row / "metrics.json").exists():
             print(f"{row}: trains byte for byte as {twin}; reporting {twin}'s run", flush=True)
-            results[row] = results[twin]
+            results[row], same_as[row] = results[twin], twin
             continue
-        run_dir = train(row, data, out, args.steps, args.device)
-        scored = run_dir / "benchmark.json"
-        if scored.exists() and scored.stat().st_mtime >= (run_dir / "checkpoints" / "last.pt").stat().st_mtime:
-            print(f"{row}: reusing {scored}", flush=True)
-            results[row] = json.loads(scored.read_text())
+        run_dir = train(row, data, out, args.steps, args.device, code)
+        score = scored(run_dir, code)
+        if score is not None:
+            print(f"{row}: reusing {run_dir / 'benchmark.json'}", flush=True)
+            results[row] = score
             continue
-        results[row] = evaluate(run_dir, data, device)
-        atomic.write_text(scored, json.dumps(results[row], indent=2, default=float) + "\n")
+        results[row] = {**evaluate(run_dir, data, device), "code_hash": code["code_hash"]}
+        atomic.write_text(run_dir / "benchmark.json", json.dumps(results[row], indent=2, default=float) + "\n")
+    elapsed = time.perf_counter() - start
 
     print(f"\n{len(rows)} rows, {args.steps} steps each, held-out sequence 04, device {device}, "
-          f"{time.perf_counter() - start:.0f} s in all")
-    header = (f"{'method':<14}" + "".join(f"{c.upper():>7}" for c in COLUMNS) + f"{'net ms':>9}{'clust ms':>10}"
+          f"{elapsed:.0f} s in all; {describe_code(code)}")
+    header = (f"{'method':<16}" + "".join(f"{c.upper():>7}" for c in COLUMNS) + f"{'net ms':>9}{'clust ms':>10}"
               + f"{'IF pur':>8}{'ASA':>7}")
     print(header)
     print("-" * len(header))
     for row, r in results.items():
-        print(f"{ROWS[row]:<14}" + "".join(f"{100 * r[c]:>7.1f}" for c in COLUMNS)
+        print(f"{ROWS[row]:<16}" + "".join(f"{100 * r[c]:>7.1f}" for c in COLUMNS)
               + f"{r['network_ms']:>9.0f}{r['cluster_ms']:>10.0f}{100 * r.get('fusion_purity', float('nan')):>8.1f}"
               + f"{100 * r.get('asa', float('nan')):>7.1f}")
-    if "asis" in results and "asis_vanilla" in results:
-        a, v = results["asis"], results["asis_vanilla"]
-        print(f"ASIS - vanilla: mWCov {100 * (a['mwcov'] - v['mwcov']):+.1f}, "
-              f"mIoU {100 * (a['miou'] - v['miou']):+.1f}, "
-              f"PQ {100 * (a['pq'] - v['pq']):+.1f}, AP50 {100 * (a['ap50'] - v['ap50']):+.1f}")
+    for line in comparison_lines(results):
+        print(line)
+    if args.record is not None:
+        table = table_document(args.steps, results, same_as, code, machine_info(args.device), elapsed)
+        problem = record_problem(table)
+        if problem is None:
+            record = load_record(args.record) if args.record.exists() else {}
+            args.record.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(args.record, json.dumps(merge_table(record, table), indent=2) + "\n")
+            print(f"record: {args.record} (docs/results.md: python benchmarks/instance_heads.py --render-readme)")
+        else:
+            print(f"record NOT written to {args.record}: {problem}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        sys.exit(main())
+    except VoxsegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -69,7 +69,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -84,7 +83,16 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import code_hash, code_identity, machine_info  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    BenchError,
+    code_hash,
+    code_identity,
+    describe_code,
+    machine_info,
+    recorded_code,
+    replace_block,
+    set_aside,
+)
 from voxseg import atomic  # noqa: E402
 from voxseg.errors import VoxsegError  # noqa: E402
 
@@ -146,10 +154,6 @@ FINETUNE_STEP_S, FINETUNE_STEP_SLOW_S, FINETUNE_FIXED_S = 1.2, 1.4, 60.0
 # paired 95% confidence interval above 0.
 TARGET_FRACTION, TARGET_DELTA, TARGET_SEEDS, CI_LEVEL = 1.0, 5.0, 5, 0.95
 RUNTIME_KEYS = ("output_dir", "train.device", "train.progress")  # overrides a reused run may differ in
-
-
-class BenchError(VoxsegError):
-    pass
 
 
 # ----------------------------------------------------------------------------------------- the plan
@@ -356,20 +360,6 @@ def check_reused(job: Job) -> None:
                          "choose another --out or delete the folder to rerun it")
 
 
-def recorded_code(run_dir: Path) -> dict | None:
-    """The code identity a run folder's code.json records; None if it has none (or an unreadable one)."""
-    try:
-        code = json.loads((run_dir / "code.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return code if isinstance(code, dict) and isinstance(code.get("code_hash"), str) else None
-
-
-def describe_code(code: dict) -> str:
-    commit = "no commit" if code.get("commit") is None else f"commit {code['commit'][:7]}"
-    return f"code {code['code_hash'][:12]} ({commit}{', dirty' if code.get('dirty') else ''})"
-
-
 def stale_runs(jobs: list[Job], code: dict) -> dict[str, str]:
     """The runs whose outputs (a finished run, or a checkpoint to resume) must not be used, each
     with the reason: made by other code than `code` (the issue's rule: a reused run comes from the
@@ -394,21 +384,13 @@ def stale_runs(jobs: list[Job], code: dict) -> dict[str, str]:
 
 
 def set_aside_stale(jobs: list[Job], code: dict, out: Path) -> list[str]:
-    """Move every stale run (stale_runs) to OUT/stale/<the code hash it records, 12 digits, or
-    'unrecorded'>/<its folder under OUT>, so that it runs again from the start, and keep it there
-    rather than delete hours of work over an edited comment (an older copy there is replaced).
-    Returns one line per run: what is rerun and why."""
+    """Move every stale run (stale_runs) to OUT/stale/ (benchmarks.common.set_aside), so that it
+    runs again from the start. Returns one line per run: what is rerun and why."""
     lines = []
     stale = stale_runs(jobs, code)
     for job in jobs:
         if job.name in stale:
-            made_by = recorded_code(job.run_dir)
-            target = out / "stale" / (made_by["code_hash"][:12] if made_by else "unrecorded") / \
-                job.run_dir.relative_to(out)
-            if target.exists():
-                shutil.rmtree(target)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            job.run_dir.rename(target)
+            target = set_aside(job.run_dir, out)
             lines.append(f"rerun {job.name}: {stale[job.name]} (the old run is in {target})")
     return lines
 
@@ -783,16 +765,8 @@ def render_markdown(record: dict, source: str = "benchmarks/results/label_effici
 
 
 def render_readme(readme: str, block: list[str], path: Path) -> str:
-    """`readme` (the results page's text) with the lines between its begin and end markers
-    replaced by `block`, indented as the begin marker is (so the table may sit in a list item)."""
-    lines = readme.split("\n")
-    begins = [i for i, line in enumerate(lines) if line.strip() == TABLE_BEGIN]
-    ends = [i for i, line in enumerate(lines) if line.strip() == TABLE_END]
-    if len(begins) != 1 or len(ends) != 1 or ends[0] < begins[0]:
-        raise BenchError(f"{path}: needs one '{TABLE_BEGIN}' line and one '{TABLE_END}' line after it")
-    begin, end = begins[0], ends[0]
-    indent = lines[begin][:len(lines[begin]) - len(lines[begin].lstrip())]
-    return "\n".join(lines[:begin + 1] + [indent + line if line else "" for line in block] + lines[end:])
+    """`readme` (the results page's text) with its label-efficiency block replaced by `block`."""
+    return replace_block(readme, block, path, TABLE_BEGIN, TABLE_END)
 
 
 def load_record(path: Path) -> dict:

@@ -3,6 +3,7 @@ filtering and max (eq. 6), the exact kNN it stands on, and the head inside a Seg
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from voxseg.models.heads.asis import ASISHead, neighbour_max
@@ -231,3 +232,101 @@ def test_predict_clusters_things_votes_the_class_and_drops_small_instances():
     expected = (20 * prob[0] + 20 * prob[1] + 20 * prob[3]) / 60  # mean class-0 probability over its points
     assert torch.allclose(pred["instance_score"][inverse == 0], expected.expand(20))
     assert (pred["instance_score"][inverse == 2] == 0).all()
+
+
+# ----------------------------------------------------------------------------- fusion warm-up
+def voxel_features(n=40, channels=8, seed=0):
+    """What the head reads of a BackboneOutput: one sample of n voxels, one point per voxel."""
+    from types import SimpleNamespace
+
+    gen = torch.Generator().manual_seed(seed)
+    return SimpleNamespace(voxel=SimpleNamespace(F=torch.randn(n, channels, generator=gen)),
+                           voxel_batch=torch.zeros(n, dtype=torch.long), inverse=torch.arange(n))
+
+
+def warmup_head(**kwargs):
+    torch.manual_seed(0)  # delta_v: every neighbour counts, so that fusion changes the logits
+    return ASISHead(8, num_classes=3, thing_classes=[0], channels=6, delta_v=100.0, **kwargs)
+
+
+def same_weights(head, instance_fusion):
+    """A head without warm-up, fusion on or off, with `head`'s weights and statistics."""
+    twin = ASISHead(8, num_classes=3, thing_classes=[0], channels=6, delta_v=100.0, instance_fusion=instance_fusion)
+    twin.load_state_dict({k: v for k, v in head.state_dict().items() if k != "fusion_steps_seen"})
+    return twin
+
+
+def test_fusion_warmup_reads_the_unfused_features_then_the_fused_ones():
+    head = warmup_head(fusion_warmup_steps=2)
+    for step in range(3):
+        unfused, fused = same_weights(head, False), same_weights(head, True)  # before this forward's statistics
+        features = voxel_features(seed=step)
+        logits = head(features, {})["logits"]
+        want_unfused, want_fused = unfused(features, {})["logits"], fused(features, {})["logits"]
+        assert int(head.fusion_steps_seen) == step + 1
+        assert not torch.equal(want_unfused, want_fused)
+        if step < 2:
+            assert torch.equal(logits, want_unfused), step
+        else:
+            assert torch.equal(logits, want_fused) and not torch.equal(logits, want_unfused)
+        logits.sum().backward()  # a training step's forward keeps its graph
+
+
+def test_fusion_warmup_counts_training_forwards_only_and_resumes_from_the_state_dict():
+    head = warmup_head(fusion_warmup_steps=2)
+    features = voxel_features()
+    head.eval()
+    for _ in range(3):  # validation: evaluation mode, with or without gradients
+        head(features, {})
+        with torch.no_grad():
+            head(features, {})
+    head.train()
+    with torch.no_grad():  # training mode without gradients is no optimizer step either
+        head(features, {})
+    assert int(head.fusion_steps_seen) == 0
+    head.eval()  # stopped within its warm-up: predicts unfused, as it was trained
+    with torch.no_grad():
+        assert torch.equal(head(features, {})["logits"], same_weights(head, False).eval()(features, {})["logits"])
+    head.train()
+    head(features, {})
+    head(features, {})
+    state = head.state_dict()
+    assert int(state["fusion_steps_seen"]) == 2
+    resumed = warmup_head(fusion_warmup_steps=2)
+    assert int(resumed.fusion_steps_seen) == 0
+    resumed.load_state_dict(state)
+    assert int(resumed.fusion_steps_seen) == 2
+    resumed.eval()
+    with torch.no_grad():  # the warm-up is over: evaluation fuses
+        assert torch.equal(resumed(features, {})["logits"], same_weights(head, True).eval()(features, {})["logits"])
+    resumed.train()
+    resumed(features, {})
+    assert int(resumed.fusion_steps_seen) == 3
+
+
+def test_no_fusion_warmup_keeps_the_state_dict_keys():
+    layers = {"branch_sem.0": False, "branch_sem.1": True, "branch_ins.0": False, "branch_ins.1": True,
+              "adapt.0": False, "adapt.1": True, "embed": False, "classifier": False}
+    bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    want = [f"{layer}.{name}" for layer, is_bn in layers.items() for name in (bn if is_bn else ("weight", "bias"))]
+    for head in (warmup_head(), warmup_head(fusion_warmup_steps=0), warmup_head(instance_fusion=False)):
+        assert list(head.state_dict()) == want
+    assert sorted(warmup_head(fusion_warmup_steps=1).state_dict()) == sorted([*want, "fusion_steps_seen"])
+
+
+def test_fusion_warmup_without_fusion_is_refused_naming_the_key():
+    from tests.helpers import ASIS_CONFIG
+    from voxseg.config import InvalidValue
+    from voxseg.engine import finetune
+    from voxseg.errors import ConfigError
+
+    with pytest.raises(InvalidValue, match=r"^fusion_warmup_steps: 5 steps of warm-up delay instance fusion, "
+                                           r"which is off \(instance_fusion: false\); set it to 0$"):
+        warmup_head(instance_fusion=False, fusion_warmup_steps=5)
+    with pytest.raises(ConfigError, match=r"^command line: model\.heads\.asis\.fusion_warmup_steps: 5 steps of "
+                                          r"warm-up delay instance fusion, which is off"):
+        finetune.resolve(str(ASIS_CONFIG), ["model.heads.asis.instance_fusion=false",
+                                            "model.heads.asis.fusion_warmup_steps=5"])
+    warmup = ASIS_CONFIG.with_name("synthetic_minkunet14a_asis_warmup.yaml")
+    heads = finetune.resolve(str(warmup), [])["model"]["heads"]
+    assert heads["asis"]["fusion_warmup_steps"] == 200 and heads["asis"]["instance_fusion"]

@@ -267,5 +267,7 @@ def test_every_shipped_config_resolves_and_builds(path):
         head = model.heads["asis"]
         switches = (head.adapt is not None, head.instance_fusion)
         expected = {"asis": (True, True), "asis_vanilla": (False, False), "asis_sa": (True, False),
-                    "asis_if": (False, True)}[path.stem.removeprefix("synthetic_minkunet14a_")]
+                    "asis_if": (False, True), "asis_warmup": (True, True),
+                    }[path.stem.removeprefix("synthetic_minkunet14a_")]
         assert switches == expected
+        assert head.fusion_warmup_steps == (200 if path.stem.endswith("_warmup") else 0)

@@ -410,3 +410,34 @@ def test_extdim_baseline_finetunes(tiny_dataset, tmp_path, monkeypatch):
                          label_config=cfg["data"]["label_config"])
     [(_, scan, sample)] = predict(model, val, torch.device("cpu"), indices=[0])
     assert scan["embedding"].shape == (len(sample["coord"]), 6) and np.isfinite(scan["embedding"]).all()
+
+
+def test_the_cross_entropy_row_adds_exactly_the_cross_entropy_of_the_class_logits(rng):
+    """synthetic_minkunet14a_probabilistic_ce.yaml (the instance benchmark's probabilistic_ce row)
+    is the probabilistic recipe plus F.cross_entropy of the head's class logits p~ against the
+    point classes, weight 1: the same terms otherwise, and the total is their weighted sum."""
+    import torch.nn.functional as F
+
+    from tests.helpers import random_batch
+    from voxseg.engine import finetune
+    from voxseg.registry import MODELS
+
+    base = finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_probabilistic.yaml"), [])["model"]
+    with_ce = finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_probabilistic_ce.yaml"), [])["model"]
+    assert {k: v for k, v in with_ce["losses"].items() if k != "ce"} == base["losses"]
+    assert with_ce["loss_weights"] == {**base["loss_weights"], "ce": 1.0}
+    assert {k: v for k, v in with_ce.items() if k not in ("losses", "loss_weights")} == \
+        {k: v for k, v in base.items() if k not in ("losses", "loss_weights")}
+
+    batch = random_batch(rng, sizes=(600, 400), channels=1)
+    n = len(batch["coord"])
+    batch["segment"] = torch.from_numpy(rng.integers(-1, 12, n))
+    batch["instance"] = torch.from_numpy(np.where(batch["segment"].numpy() <= 1, rng.integers(0, 3, n), -1))
+    torch.manual_seed(0)
+    model = MODELS.build(with_ce).train()
+    out = model(batch)
+    logits = out["heads"]["prob"]["logits"]
+    assert torch.equal(out["loss_ce"], F.cross_entropy(logits, batch["segment"], ignore_index=-1).detach())
+    weights = with_ce["loss_weights"]
+    expected = sum(weights[name] * out[f"loss_{name}"] for name in ("ins", "score", "reg", "ce"))
+    assert torch.allclose(out["loss"].detach(), expected, rtol=1e-6, atol=1e-6)
