@@ -11,7 +11,9 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
+from typing import Callable
 
+from voxseg import atomic
 from voxseg.errors import VoxsegError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,3 +153,38 @@ def set_aside(run_dir: Path, out: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     run_dir.rename(target)
     return target
+
+
+def read_record(path: Path, writer: str) -> dict:
+    """A benchmark's record (JSON object) at `path`; one clear line if it is missing (naming the
+    `writer` command that makes it) or unreadable."""
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BenchError(f"{path}: no recorded result; `{writer}` writes it") from None
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{path}: not a readable JSON record ({exc})") from exc
+    if not isinstance(record, dict):
+        raise BenchError(f"{path}: not a record (a JSON object)")
+    return record
+
+
+def render_page_block(record_path: Path, page_path: Path, load: Callable[[Path], dict],
+                      render: Callable[[dict, str], list[str]], begin: str, end: str, what: str) -> None:
+    """Rewrite the block of the results page between `begin` and `end` from a record (`load` reads
+    it, `render` makes the block's lines from it and its root-relative path); both are read and
+    the block made before the page is written (atomically), so a bad record leaves it as it was."""
+    record = load(record_path)
+    try:
+        source = record_path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        source = str(record_path)
+    try:
+        block = render(record, source)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BenchError(f"{record_path}: not {what} record ({type(exc).__name__}: {exc})") from exc
+    try:
+        page = page_path.read_text()
+    except OSError as exc:
+        raise BenchError(f"{page_path}: cannot read it ({exc.strerror})") from exc
+    atomic.write_text(page_path, replace_block(page, block, page_path, begin, end))

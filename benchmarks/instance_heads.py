@@ -56,7 +56,9 @@ from benchmarks.common import (  # noqa: E402
     code_identity,
     describe_code,
     machine_info,
+    read_record,
     recorded_code,
+    render_page_block,
     replace_block,
     set_aside,
 )
@@ -282,14 +284,8 @@ def merge_table(record: dict, table: dict) -> dict:
 
 
 def load_record(path: Path) -> dict:
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BenchError(f"{path}: no recorded result; `python benchmarks/instance_heads.py --record` "
-                         "writes it") from None
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"{path}: not a readable JSON record ({exc})") from exc
-    if not isinstance(record, dict) or not isinstance(record.get("tables"), list):
+    record = read_record(path, "python benchmarks/instance_heads.py --record")
+    if not isinstance(record.get("tables"), list):
         raise BenchError(f"{path}: not an instance-heads record (no 'tables' list)")
     return record
 
@@ -342,22 +338,9 @@ def render_readme(readme: str, block: list[str], path: Path) -> str:
 
 
 def render_readme_file(record_path: Path, readme_path: Path) -> None:
-    """Rewrite the results page's instance-heads block from the record; both are read and the
-    block made before the page is written (atomically), so a bad record leaves it as it was."""
-    record = load_record(record_path)
-    try:
-        source = record_path.resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        source = str(record_path)
-    try:
-        block = render_markdown(record, source)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BenchError(f"{record_path}: not an instance-heads record ({type(exc).__name__}: {exc})") from exc
-    try:
-        readme = readme_path.read_text()
-    except OSError as exc:
-        raise BenchError(f"{readme_path}: cannot read it ({exc.strerror})") from exc
-    atomic.write_text(readme_path, render_readme(readme, block, readme_path))
+    """Rewrite the results page's instance-heads block from the record (a bad record leaves it)."""
+    render_page_block(record_path, readme_path, load_record, render_markdown, TABLE_BEGIN, TABLE_END,
+                      "an instance-heads")
 
 
 # ------------------------------------------------------------------------------------------- main
