@@ -49,6 +49,12 @@ recorded), and every run that depends on a job that runs again (a fine-tune on a
 encoder), is moved to OUT/stale/ and rerun, one line each saying why. A run whose launch finds
 the code changed since the benchmark started fails instead of mixing code.
 
+--verify NAME [NAME ...] reruns finished runs of the plan (a fine-tune such as scratch/1pct_seed0,
+or a pretraining such as pretrain_iscc) into OUT/verify/ with the same command and compares them
+with the originals: the same mIoU to the last digit and every tensor of the checkpoint equal
+(torch.equal). A recorded cell must reproduce exactly when rerun at its commit on the CPU; this
+checks it. The verifying fine-tune of a pretrained row starts from the original encoder.
+
 Evaluation: the final validation that fine-tuning writes to metrics.json, on every scan of the
 held-out sequence (--val-sequence; synthetic: 04, 40 scans; train.val_every=0 and
 train.val_max_scans=0, so nothing else is validated and nothing is subsampled).
@@ -66,16 +72,18 @@ the machine, every run's mIoU, the table and the verdict.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import yaml
 from scipy import stats
@@ -532,6 +540,88 @@ def estimate(jobs: list[Job], parallel: int, s: Settings, slow: bool = False) ->
     return now
 
 
+# ------------------------------------------------------------------------------- reproducibility
+def verify_job(job: Job, out: Path) -> Job:
+    """`job` again with its output in OUT/verify/<its folder under OUT>: the same command but
+    output_dir; it waits for nothing (what it reads, an encoder, is there)."""
+    run_dir = out / "verify" / job.run_dir.relative_to(out)
+
+    def moved(items: list[str]) -> list[str]:
+        return [f"output_dir={run_dir}" if item.startswith("output_dir=") else item for item in items]
+
+    return dataclasses.replace(job, argv=moved(job.argv), overrides=moved(job.overrides), run_dir=run_dir, after=[])
+
+
+def checkpoint_tensors(path: Path) -> dict[str, Any]:
+    """Every tensor in a checkpoint file, by its path of keys (model, optimizer, random states...)."""
+    import torch
+
+    found: dict[str, Any] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, torch.Tensor):
+            found[prefix] = node
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}.{key}" if prefix else str(key))
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                walk(value, f"{prefix}.{i}")
+
+    walk(torch.load(path, map_location="cpu", weights_only=False), "")
+    return found
+
+
+def compare_runs(original: Job, rerun: Job) -> tuple[bool, str]:
+    """Whether the rerun reproduced the original exactly, and one line saying so: a fine-tune's
+    mIoU and its last checkpoint's tensors, a pretraining's encoder tensors."""
+    import torch
+
+    checkpoint = Path("checkpoints") / ("encoder.pt" if original.kind == "pretrain" else "last.pt")
+    a, b = checkpoint_tensors(original.run_dir / checkpoint), checkpoint_tensors(rerun.run_dir / checkpoint)
+    differ = sorted(k for k in a.keys() | b.keys()
+                    if k not in a or k not in b or not torch.equal(a[k], b[k]))
+    parts = []
+    same = not differ
+    if original.kind == "finetune":
+        miou = [json.loads((job.run_dir / "metrics.json").read_text())["miou"] for job in (original, rerun)]
+        same = same and miou[0] == miou[1]
+        parts.append(f"mIoU {miou[0]!r} then {miou[1]!r}")
+    parts.append(f"{len(a)} tensors of {checkpoint.name} equal" if not differ else
+                 f"{len(differ)} of {len(a)} tensors of {checkpoint.name} differ ({', '.join(differ[:3])}"
+                 f"{', ...' if len(differ) > 3 else ''})")
+    verdict = "reproduced exactly" if same else "NOT reproduced"
+    return same, f"{original.name}: {verdict}: {'; '.join(parts)} ({rerun.run_dir})"
+
+
+def verify(jobs: list[Job], names: list[str], out: Path, launch: Callable[[Job], object] = start_process,
+           say: Callable[[str], None] = print) -> int:
+    """Rerun the finished jobs `names` (verify_job) one at a time and compare them with the
+    originals (compare_runs); 0 if every one reproduced exactly, 1 if not."""
+    by_name = {job.name: job for job in jobs}
+    for name in names:
+        if name not in by_name or by_name[name].kind == "preprocess":
+            raise BenchError(f"--verify {name}: not a run of this plan (a fine-tune such as "
+                             f"{next(j.name for j in jobs if j.kind == 'finetune')}, or a pretraining)")
+        if not by_name[name].finished():
+            raise BenchError(f"--verify {name}: {by_name[name].run_dir} has not finished; run the benchmark first")
+    reruns = [verify_job(by_name[name], out) for name in names]
+    for rerun in reruns:
+        if rerun.run_dir.exists():
+            shutil.rmtree(rerun.run_dir)  # a verification starts from nothing
+    status = run_jobs(reruns, 1, launch=launch, say=say)
+    reproduced = True
+    for name, rerun in zip(names, reruns, strict=True):
+        if status[rerun.name] != "done":
+            say(f"{name}: the rerun failed (its log: {rerun.log})")
+            reproduced = False
+            continue
+        same, line = compare_runs(by_name[name], rerun)
+        say(line)
+        reproduced = reproduced and same
+    return 0 if reproduced else 1
+
+
 # ----------------------------------------------------------------------------------- the results
 def read_results(jobs: list[Job], status: dict[str, str], steps: int) -> dict[tuple[str, float, int], float]:
     """mIoU (0..1) of every fine-tune that finished, from its metrics.json."""
@@ -821,6 +911,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--record", type=Path,
                         help=f"the record JSON: written after a complete run made by committed code (default with "
                              f"--recorded: {RECORD.relative_to(ROOT)}), read by --render-readme (default the same)")
+    parser.add_argument("--verify", nargs="+", metavar="NAME",
+                        help="rerun these finished runs of the plan (e.g. scratch/1pct_seed0, pretrain_iscc) into "
+                             "OUT/verify/ and check they reproduce exactly")
     parser.add_argument("--render-readme", action="store_true",
                         help="rewrite the label-efficiency table in docs/results.md from the record and exit "
                              "(runs nothing)")
@@ -913,6 +1006,12 @@ def main(argv: list[str] | None = None) -> int:
     for job in jobs:
         if job.kind != "preprocess" and job.finished():
             check_reused(job)
+    if args.verify:
+        stale = stale_runs(jobs, s.code)
+        made_by_other = [name for name in args.verify if name in stale]
+        if made_by_other:
+            raise BenchError(f"--verify {made_by_other[0]}: {stale[made_by_other[0]]}; verify at the code that made it")
+        return verify(jobs, args.verify, s.out)
     for line in set_aside_stale(jobs, s.code, s.out):
         print(line, flush=True)
     finetunes = [j for j in jobs if j.kind == "finetune"]

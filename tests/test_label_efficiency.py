@@ -479,6 +479,91 @@ def test_a_launch_after_the_code_changed_fails_and_a_launch_records_the_code(tmp
     assert (job.run_dir / "bench.log").read_text() == f"$ {sys.executable} -c pass\n"
 
 
+# ------------------------------------------------------------------------------- reproducibility
+class Rerun:
+    """A fake launch of a verifying rerun: writes the checkpoint and metrics `make` gives for it."""
+
+    def __init__(self, make):
+        self.make, self.launched = make, []
+
+    def __call__(self, job):
+        import torch
+
+        self.launched.append(job)
+        tensors, miou = self.make(job)
+        (job.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        name = "encoder.pt" if job.kind == "pretrain" else "last.pt"
+        torch.save(tensors, job.run_dir / "checkpoints" / name)
+        if job.kind == "finetune":
+            (job.run_dir / "metrics.json").write_text(json.dumps({"step": 5, "miou": miou}))
+        return self
+
+    def poll(self) -> int:  # the process, already exited with success
+        return 0
+
+
+def original_run(job, tensors, miou=0.5) -> None:
+    import torch
+
+    finish(job, CODE, miou)
+    torch.save(tensors, job.run_dir / "checkpoints" / ("encoder.pt" if job.kind == "pretrain" else "last.pt"))
+
+
+def test_verify_reruns_into_verify_and_compares_exactly(tmp_path):
+    import torch
+
+    s = settings(tmp_path, fractions=[1.0], seeds=[0])
+    groups_done(s.data, s.train_sequences)
+    jobs = {j.name: j for j in le.plan(s)}
+    weights = {"model": {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.5])}, "rng": torch.tensor([7])}
+    original_run(jobs["scratch/1pct_seed0"], weights, miou=0.3953655238452738)
+    original_run(jobs["pretrain_iscc"], {"backbone.w": torch.tensor([3.0])})
+    (tmp_path / "out" / "verify" / "scratch" / "1pct_seed0").mkdir(parents=True)
+    (tmp_path / "out" / "verify" / "scratch" / "1pct_seed0" / "old.txt").write_text("an older verification")
+    same = Rerun(lambda job: ({"model": {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.5])},
+                               "rng": torch.tensor([7])}, 0.3953655238452738) if job.kind == "finetune"
+                 else ({"backbone.w": torch.tensor([3.0])}, None))
+    lines = []
+    assert le.verify(list(jobs.values()), ["scratch/1pct_seed0", "pretrain_iscc"], s.out, launch=same,
+                     say=lines.append) == 0
+    rerun = tmp_path / "out" / "verify" / "scratch" / "1pct_seed0"
+    command = same.launched[0].command()
+    assert command[:-1] == jobs["scratch/1pct_seed0"].argv[:-1] and command[-1] == f"output_dir={rerun}"
+    assert same.launched[0].after == [] and not (rerun / "old.txt").exists()
+    assert lines[-2:] == [
+        f"scratch/1pct_seed0: reproduced exactly: mIoU 0.3953655238452738 then 0.3953655238452738; 3 tensors of "
+        f"last.pt equal ({rerun})",
+        "pretrain_iscc: reproduced exactly: 1 tensors of encoder.pt equal "
+        f"({tmp_path / 'out' / 'verify' / 'pretrain_iscc'})"]
+
+    # one weight off in the last bit, or the same weights with another mIoU: not reproduced
+    off = torch.tensor([1.0, torch.nextafter(torch.tensor(2.0), torch.tensor(3.0)).item()])
+    lines = []
+    differ = Rerun(lambda job: ({"model": {"w": off, "b": torch.tensor([0.5])}, "rng": torch.tensor([7])},
+                                0.3953655238452738))
+    assert le.verify(list(jobs.values()), ["scratch/1pct_seed0"], s.out, launch=differ, say=lines.append) == 1
+    assert lines[-1] == (f"scratch/1pct_seed0: NOT reproduced: mIoU 0.3953655238452738 then 0.3953655238452738; "
+                         f"1 of 3 tensors of last.pt differ (model.w) ({rerun})")
+    lines = []
+    other_miou = Rerun(lambda job: (weights, 0.3953655238452739))
+    assert le.verify(list(jobs.values()), ["scratch/1pct_seed0"], s.out, launch=other_miou, say=lines.append) == 1
+    assert lines[-1].startswith("scratch/1pct_seed0: NOT reproduced: mIoU 0.3953655238452738 then 0.3953655238452739")
+
+
+def test_verify_refuses_what_it_cannot_verify(tmp_path):
+    s = settings(tmp_path, fractions=[1.0], seeds=[0])
+    jobs = le.plan(s)
+    never = Rerun(lambda job: pytest.fail("launched"))
+    with pytest.raises(le.BenchError) as exc:
+        le.verify(jobs, ["scratch/3pct_seed0"], s.out, launch=never)
+    assert str(exc.value) == ("--verify scratch/3pct_seed0: not a run of this plan (a fine-tune such as "
+                              "scratch/1pct_seed0, or a pretraining)")
+    with pytest.raises(le.BenchError) as exc:
+        le.verify(jobs, ["iscc/1pct_seed0"], s.out, launch=never)
+    assert str(exc.value) == (f"--verify iscc/1pct_seed0: {s.out / 'iscc' / '1pct_seed0'} has not finished; "
+                              "run the benchmark first")
+
+
 def test_machine_info_names_the_machine():
     import os
 
@@ -654,6 +739,14 @@ def test_main_prints_the_verdict_last_and_writes_the_record(tmp_path, monkeypatc
     assert le.main(argv) == 0
     assert "  12 of 12 jobs already finished by this code: reused" in capsys.readouterr().out.splitlines()
     assert json.loads(record.read_text())["runs"] == written["runs"]
+    # --verify: runs made by other code are verified at that code, not here (nothing launched)
+    other = CODE | {"code_hash": "e" * 64}
+    monkeypatch.setattr(le, "code_identity", lambda: other)
+    with pytest.raises(le.BenchError) as exc:
+        le.main(argv + ["--verify", "scratch/1pct_seed3"])
+    assert str(exc.value) == ("--verify scratch/1pct_seed3: made by code c0dec0dec0de (commit 439dd03), this is "
+                              "code eeeeeeeeeeee (commit 439dd03); verify at the code that made it")
+    assert not (out / "verify").exists()
     record.unlink()
     monkeypatch.setattr(le, "code_identity", lambda: CODE | {"code_hash": "d" * 64, "dirty": True})
     assert le.main(argv) == 0
