@@ -159,13 +159,13 @@ EXPECTED_BLOCK = """\
 
 600 steps per row, held-out sequence 04:
 
-| method | config | AP | AP50 | AP25 | PQ | MCOV | MWCOV | MPREC | MREC | mIoU | IF pur | ASA | net ms | clust ms |
+| method | config | AP | AP50 | AP25 | PQ | mCov | mWCov | mPrec | mRec | mIoU | IF pur | ASA | net ms | clust ms |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 | ASIS | `synthetic_minkunet14a_asis.yaml` | 25.0 | 37.5 | 50.0 | 37.5 | 25.0 | 50.0 | 50.0 | 25.0 | 50.0 | 87.5 | - | 1234 | 57 |
 | ASIS vanilla | `synthetic_minkunet14a_asis_vanilla.yaml` | 12.5 | 25.0 | 37.5 | 50.0 | 25.0 | 50.0 | 50.0 | 25.0 | 62.5 | 75.0 | - | 1234 | 57 |
 | MPNet no mem | `synthetic_minkunet14a_mpnet_nomem.yaml` (the run of asis_vanilla) | 12.5 | 25.0 | 37.5 | 50.0 | 25.0 | 50.0 | 50.0 | 25.0 | 62.5 | 75.0 | - | 1234 | 57 |
 
-- ASIS - ASIS vanilla: AP +12.5, AP50 +12.5, PQ -12.5, MWCOV +0.0, mIoU -12.5 (ASIS (SA + IF) against vanilla, its Table 3)
+- ASIS - ASIS vanilla: AP +12.5, AP50 +12.5, PQ -12.5, mWCov +0.0, mIoU -12.5 (ASIS (SA + IF) against vanilla, its Table 3)
 
 Measured at commit `439dd03` (code hash `c0dec0dec0de`): Linux-6.8-x86_64-with-glibc2.39, 2 CPUs, Python 3.12.3, torch 2.11.0, MinkowskiEngine 0.5.4, device cpu; 25 min of invocations in all."""  # noqa: E501  (the generated page, verbatim)
 
@@ -209,7 +209,7 @@ def test_main_trains_scores_compares_and_records(tmp_path, monkeypatch, capsys, 
     assert [c[0] for c in fake_training] == ["asis", "asis_warmup"]  # asis trained once, then reused
     printed = capsys.readouterr().out.splitlines()
     assert f"asis: reusing {out / 'asis' / 'benchmark.json'}" in printed
-    assert printed[-2] == ("ASIS IF warm-up - ASIS: AP +6.2, AP50 +6.2, PQ +6.2, MWCOV +0.0, mIoU +6.2 "
+    assert printed[-2] == ("ASIS IF warm-up - ASIS: AP +6.2, AP50 +6.2, PQ +6.2, mWCov +0.0, mIoU +6.2 "
                            "(instance fusion after a warm-up against fusion from the start)")
     assert printed[-1] == f"record: {record} (docs/results.md: python benchmarks/instance_heads.py --render-readme)"
     [table] = json.loads(record.read_text())["tables"]
