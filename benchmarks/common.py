@@ -142,6 +142,16 @@ def replace_block(text: str, block: list[str], path: Path, begin: str, end: str)
     return "\n".join(lines[:first + 1] + [indent + line if line else "" for line in block] + lines[last:])
 
 
+def commit_problem(code: dict) -> str | None:
+    """Why results made by `code` (code_identity) may not be a record, or None: a record names a
+    commit whose code made it (a recorded result reproduces when rerun at its commit)."""
+    if code["commit"] is None:
+        return "no git commit names the code"
+    if code["dirty"]:
+        return f"the code differs from commit {code['commit'][:7]} (dirty): commit it and rerun"
+    return None
+
+
 def set_aside(run_dir: Path, out: Path) -> Path:
     """Move a run folder under `out` that must run again to OUT/stale/<the code hash it records,
     12 digits, or 'unrecorded'>/<its folder under OUT>, keeping it there rather than deleting

@@ -54,6 +54,7 @@ import voxseg.models  # noqa: E402,F401
 from benchmarks.common import (  # noqa: E402
     BenchError,
     code_identity,
+    commit_problem,
     describe_code,
     machine_info,
     read_record,
@@ -261,12 +262,10 @@ def table_document(steps: int, results: dict[str, dict], same_as: dict[str, str]
 def record_problem(table: dict) -> str | None:
     """Why a table may not join the record, or None: every row made by one committed, clean code
     (a recorded row reproduces when rerun at its commit)."""
-    code = table["code"]
-    if code["commit"] is None:
-        return "no git commit names the code"
-    if code["dirty"]:
-        return f"the code differs from commit {code['commit'][:7]} (dirty): commit it and rerun"
-    other = sorted(row for row, r in table["rows"].items() if r["code_hash"] != code["code_hash"])
+    problem = commit_problem(table["code"])
+    if problem is not None:
+        return problem
+    other = sorted(row for row, r in table["rows"].items() if r["code_hash"] != table["code"]["code_hash"])
     if other:
         return f"rows made by other code: {', '.join(other)}"
     return None

@@ -95,6 +95,7 @@ from benchmarks.common import (  # noqa: E402
     BenchError,
     code_hash,
     code_identity,
+    commit_problem,
     describe_code,
     machine_info,
     read_record,
@@ -804,10 +805,9 @@ def record_problem(summary: dict) -> str | None:
     if summary["failed"]:
         n = len(summary["failed"])
         return f"{n} job{'s' if n != 1 else ''} failed or skipped"
-    if summary["code"]["commit"] is None:
-        return "no git commit names the code"
-    if summary["code"]["dirty"]:
-        return f"the code differs from commit {summary['code']['commit'][:7]} (dirty): commit it and rerun"
+    problem = commit_problem(summary["code"])
+    if problem is not None:
+        return problem
     other = sorted({r["run_dir"] for r in summary["runs"] if r["code_hash"] != summary["code"]["code_hash"]})
     if other:
         return f"{len(other)} run{'s were' if len(other) != 1 else ' was'} made by other code ({', '.join(other)})"

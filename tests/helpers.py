@@ -156,3 +156,32 @@ def check_instance_predictions_reproduce_the_run(run: Path, dataset: Path, out: 
         scored = json.loads((out / f"{task}.json").read_text())
         for key in keys:
             assert same_metric(scored[key], metrics[key]), (task, key, scored[key], metrics[key])
+
+
+# A stand-in `torch` package for the shell scripts' tests (install.sh, tools/gpu_check.sh): its
+# version, CUDA version and GPUs come from FAKE_TORCH ("missing": the import fails), FAKE_CUDA
+# (empty: a CPU build) and FAKE_GPUS (count; device i has capability (9,0), (8,6), (9,0)).
+FAKE_TORCH = '''import os
+if os.environ.get("FAKE_TORCH") == "missing":
+    raise ImportError("fake: no torch")
+__version__ = os.environ.get("FAKE_TORCH", "2.11.0+cu130")
+class version:
+    cuda = os.environ.get("FAKE_CUDA", "13.0") or None
+class cuda:
+    @staticmethod
+    def is_available():
+        return int(os.environ.get("FAKE_GPUS", "0")) > 0
+    @staticmethod
+    def device_count():
+        return int(os.environ.get("FAKE_GPUS", "0"))
+    @staticmethod
+    def get_device_capability(i):
+        return [(9, 0), (8, 6), (9, 0)][i]
+'''
+
+
+def fake_torch(root: Path) -> Path:
+    """ROOT/fake holding the FAKE_TORCH package: a PYTHONPATH entry."""
+    (root / "fake" / "torch").mkdir(parents=True, exist_ok=True)
+    (root / "fake" / "torch" / "__init__.py").write_text(FAKE_TORCH)
+    return root / "fake"

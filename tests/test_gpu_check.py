@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, fake_torch
 
 SCRIPT = ROOT / "tools" / "gpu_check.sh"
 INSTALL = ROOT / "tools" / "install" / "install.sh"
@@ -37,24 +37,6 @@ def _load_summary_module():
 
 summary = _load_summary_module()
 
-FAKE_TORCH = '''import os
-if os.environ.get("FAKE_TORCH") == "missing":
-    raise ImportError("fake: no torch")
-__version__ = os.environ.get("FAKE_TORCH", "2.11.0+cu130")
-class version:
-    cuda = os.environ.get("FAKE_CUDA", "13.0") or None
-class cuda:
-    @staticmethod
-    def is_available():
-        return int(os.environ.get("FAKE_GPUS", "0")) > 0
-    @staticmethod
-    def device_count():
-        return int(os.environ.get("FAKE_GPUS", "0"))
-    @staticmethod
-    def get_device_capability(i):
-        return (9, 0)
-'''
-
 
 def tool_dir(path: Path, smi: str | None) -> Path:
     """A PATH of its own: dirname, head and timeout, and nvidia-smi running `smi` (None: absent)."""
@@ -67,10 +49,6 @@ def tool_dir(path: Path, smi: str | None) -> Path:
     return path
 
 
-def fake_torch(tmp_path: Path) -> Path:
-    (tmp_path / "fake" / "torch").mkdir(parents=True, exist_ok=True)
-    (tmp_path / "fake" / "torch" / "__init__.py").write_text(FAKE_TORCH)
-    return tmp_path / "fake"
 
 
 def files_under(root: Path) -> list[str]:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, fake_torch
+
 PATCH = ROOT / "tools" / "install" / "patch_minkowski.py"
 INSTALL = ROOT / "tools" / "install" / "install.sh"
 
@@ -296,25 +297,12 @@ def test_cache_key_of_a_cuda_build():
 
 # --- install.sh's decisions (its functions, sourced; nothing installed) --------------------------
 
-FAKE_TORCH = '''import os
-__version__ = os.environ.get("FAKE_TORCH", "2.11.0+cu130")
-class version:
-    cuda = os.environ.get("FAKE_CUDA", "13.0") or None
-class cuda:
-    @staticmethod
-    def device_count():
-        return int(os.environ.get("FAKE_GPUS", "0"))
-    @staticmethod
-    def get_device_capability(i):
-        return [(9, 0), (8, 6), (9, 0)][i]
-'''
 
 
 @pytest.fixture
 def sandbox(tmp_path) -> dict:
     """A fake torch module, a fake CUDA toolkit and a PATH whose nvidia-smi sees no GPU."""
-    (tmp_path / "fake" / "torch").mkdir(parents=True)
-    (tmp_path / "fake" / "torch" / "__init__.py").write_text(FAKE_TORCH)
+    fake_torch(tmp_path)
     toolkit = tmp_path / "cuda"
     (toolkit / "bin").mkdir(parents=True)
     (toolkit / "include").mkdir()
