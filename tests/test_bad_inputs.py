@@ -245,6 +245,45 @@ def test_resume_with_a_changed_config_needs_consent(finished, tiny_dataset):
     assert yaml.safe_load((finished / "config.yaml").read_text())["train"]["lr"] == 0.5
 
 
+def saved_by_older_code(run, drop):
+    """Rewrite `run`'s last.pt as code without the option `drop` (dotted) would have saved it."""
+    path = run / "checkpoints" / "last.pt"
+    data = torch.load(path, weights_only=False)
+    *parents, key = drop.split(".")
+    section = data["config"]
+    for name in parents:
+        section = section[name]
+    del section[key]
+    torch.save(data, path)
+
+
+def test_resume_of_a_run_saved_before_an_option_existed_reads_its_default(finished, tiny_dataset):
+    saved_by_older_code(finished, "model.heads.semantic.dropout")
+    saved_by_older_code(finished, "train.min_lr_ratio")
+    finetune.run(resolve(tiny_dataset, finished, **{"train.max_steps": 3, "train.val_every": 0}), resume=True,
+                 allow_config_change=True)
+    assert checkpoint.load(finished / "checkpoints" / "last.pt")["step"] == 3
+
+
+def test_resume_of_a_run_saved_before_an_option_existed_refuses_another_value(finished, tiny_dataset):
+    saved_by_older_code(finished, "model.heads.semantic.dropout")
+    cfg = resolve(tiny_dataset, finished, **{"train.max_steps": 3, "train.val_every": 0,
+                                             "model.heads.semantic.dropout": 0.25})
+    with pytest.raises(VoxsegError, match=r"the config changes the model \(model.heads.semantic.dropout\)"):
+        finetune.run(cfg, resume=True, allow_config_change=True)
+    assert checkpoint.load(finished / "checkpoints" / "last.pt")["step"] == 2
+
+
+def test_resume_of_a_run_whose_config_this_code_cannot_read(finished, tiny_dataset):
+    path = finished / "checkpoints" / "last.pt"
+    data = torch.load(path, weights_only=False)
+    data["config"]["model"]["heads"]["semantic"]["retired_option"] = 1
+    torch.save(data, path)
+    cfg = resolve(tiny_dataset, finished, **{"train.max_steps": 3, "train.val_every": 0})
+    with pytest.raises(VoxsegError, match=f"^{path}: model.heads.semantic.retired_option: unknown key"):
+        finetune.run(cfg, resume=True, allow_config_change=True)
+
+
 def test_resume_without_a_run(tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     with pytest.raises(VoxsegError, match="checkpoints/last.pt: no checkpoint to resume"):

@@ -117,6 +117,7 @@ class FinetuneRun(TrainingRun):
     metrics.json) and returns the final validation's metrics."""
 
     contract = contracts.SegmentationModel
+    schema = FinetuneConfig
     samples_noun = "labelled training scans"
 
     def __init__(self, cfg: dict, resume: bool = False, pretrained: str | None = None,

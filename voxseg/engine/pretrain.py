@@ -122,6 +122,7 @@ class PretrainRun(TrainingRun):
     updates the momentum teacher after every step and returns the encoder checkpoint's path."""
 
     contract = contracts.PretrainingModel
+    schema = PretrainConfig
     noun = "pretraining"
     samples_noun = "scans of the pretraining data"
 

@@ -23,6 +23,7 @@ A problem found by a step is one `error: FILE: problem` line (voxseg.errors).
 
 from __future__ import annotations
 
+import copy
 import random
 import tempfile
 from dataclasses import dataclass, field
@@ -134,6 +135,7 @@ class TrainingRun:
     voxseg.contracts the task's model must satisfy; `run()` returns `result(trainer)`."""
 
     contract: type = contracts.Model
+    schema: type  # the task's config dataclass (FinetuneConfig, PretrainConfig)
     noun = "training"  # the start line's first word
 
     def __init__(self, cfg: dict, resume: bool = False, allow_config_change: bool = False):
@@ -192,7 +194,7 @@ class TrainingRun:
         if self.resume:
             last = self.ckpt_dir / "last.pt"
             self.saved = checkpoint.load(last)
-            check_resume_config(self.saved["config"], self.cfg, last, self.allow_config_change)
+            check_resume_config(self.resolve_saved(last), self.cfg, last, self.allow_config_change)
         if train_cfg["threads"]:
             sparse.set_threads(train_cfg["threads"])
         seed_everything(train_cfg["seed"])
@@ -201,6 +203,13 @@ class TrainingRun:
 
     # ---------------------------------------------------------------- the steps a task overrides
     samples_noun = "training samples"  # the batch-size error's noun (a class attribute a task sets)
+
+    def resolve_saved(self, path: Path) -> dict:
+        """The resumed run's saved config resolved by this code's schema: an option added since
+        the run was saved reads its default (the run ran without it) instead of counting as a
+        change; one the code no longer knows is an error naming `path` and the key."""
+        saved = copy.deepcopy(self.saved["config"])
+        return cfglib.validate(cfglib.LoadedConfig(saved, {key: str(path) for key in saved}), self.schema)
 
     def build_datasets(self) -> contracts.PointDataset:
         """The training dataset (a task keeps any other it needs on self)."""
