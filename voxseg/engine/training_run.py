@@ -194,7 +194,8 @@ class TrainingRun:
         if self.resume:
             last = self.ckpt_dir / "last.pt"
             self.saved = checkpoint.load(last)
-            check_resume_config(self.resolve_saved(last), self.cfg, last, self.allow_config_change)
+            saved_cfg = self.resolve_saved(self.saved["config"], last)
+            check_resume_config(saved_cfg, self.cfg, last, self.allow_config_change)
         if train_cfg["threads"]:
             sparse.set_threads(train_cfg["threads"])
         seed_everything(train_cfg["seed"])
@@ -204,11 +205,11 @@ class TrainingRun:
     # ---------------------------------------------------------------- the steps a task overrides
     samples_noun = "training samples"  # the batch-size error's noun (a class attribute a task sets)
 
-    def resolve_saved(self, path: Path) -> dict:
-        """The resumed run's saved config resolved by this code's schema: an option added since
-        the run was saved reads its default (the run ran without it) instead of counting as a
-        change; one the code no longer knows is an error naming `path` and the key."""
-        saved = copy.deepcopy(self.saved["config"])
+    def resolve_saved(self, saved: dict, path: Path) -> dict:
+        """A resumed run's saved config (from `path`) resolved by this code's schema: an option
+        added since the run was saved reads its default (the run ran without it) instead of
+        counting as a change; one the code no longer knows is an error naming `path` and the key."""
+        saved = copy.deepcopy(saved)
         return cfglib.validate(cfglib.LoadedConfig(saved, {key: str(path) for key in saved}), self.schema)
 
     def build_datasets(self) -> contracts.PointDataset:
