@@ -179,6 +179,14 @@ def read_record(path: Path, writer: str) -> dict:
     return record
 
 
+def root_relative(path: Path) -> str:
+    """`path` as the results page names a record: relative to the repository root where it is inside."""
+    try:
+        return path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def render_page_block(record_path: Path, page_path: Path, load: Callable[[Path], dict],
                       render: Callable[[dict, str], list[str]], begin: str, end: str, what: str) -> None:
     """Rewrite the block of the results page between `begin` and `end` from a record (`load` reads
@@ -186,11 +194,7 @@ def render_page_block(record_path: Path, page_path: Path, load: Callable[[Path],
     the block made before the page is written (atomically), so a bad record leaves it as it was."""
     record = load(record_path)
     try:
-        source = record_path.resolve().relative_to(ROOT).as_posix()
-    except ValueError:
-        source = str(record_path)
-    try:
-        block = render(record, source)
+        block = render(record, root_relative(record_path))
     except (KeyError, TypeError, ValueError) as exc:
         raise BenchError(f"{record_path}: not {what} record ({type(exc).__name__}: {exc})") from exc
     try:

@@ -3,7 +3,10 @@
 
     python benchmarks/label_efficiency.py                         # the default: ~75 min on 2 CPU cores
     python benchmarks/label_efficiency.py --recorded              # the recorded result: hours (see below)
-    python benchmarks/label_efficiency.py --render-readme         # docs/results.md's table from the record
+    python benchmarks/label_efficiency.py --render-readme         # docs/results.md's tables from the records
+    python benchmarks/label_efficiency.py --pretrain-steps 1000 --rows scratch iscc --fractions 1 \\
+        --seeds-at 1 0 1 2 3 4 --record benchmarks/results/label_efficiency_studies/pretrain_1000_steps.json
+                                                                  # a study: one method change at 1%
     python benchmarks/label_efficiency.py --fractions 1 --seeds-at 1 0 2       # seeds 0 and 2 at 1%
     python benchmarks/label_efficiency.py --rows ablation --ablation-fractions 1 10 --ablation-seeds 0 1 2
     python benchmarks/label_efficiency.py --device cuda --voxel-size 0.05 --pretrain-steps 5000 \\
@@ -33,6 +36,10 @@ sequences lack them.
 10%, and the ablation rows at 1% and 10% with seeds 0-2: 9 pretrainings and 80 fine-tunes, about
 8-9 hours on 2 CPU cores. It writes benchmarks/results/label_efficiency.json (--record PATH writes
 any protocol's record there), from which --render-readme rewrites the table in docs/results.md.
+A method change is a study: --pretrain-steps, or --pretrain-set KEY=VALUE ... (config overrides of
+every pretraining, after its row's; the fine-tuning never changes), at 1% with the recorded seeds,
+its record written to benchmarks/results/label_efficiency_studies/ (--record PATH); --render-readme
+also rewrites the studies table there: the recorded protocol, then each study.
 
 Every run is a subprocess of the real tool (tools/preprocess.py, tools/pretrain.py,
 tools/finetune.py) with train.threads=1 and its output in its own folder: OUT/pretrain_ROW and
@@ -100,8 +107,8 @@ from benchmarks.common import (  # noqa: E402
     machine_info,
     read_record,
     recorded_code,
-    render_page_block,
     replace_block,
+    root_relative,
     set_aside,
 )
 from voxseg import atomic  # noqa: E402
@@ -113,8 +120,10 @@ PREPROCESS_CONFIG = ROOT / "configs" / "preprocess" / "default.yaml"
 SYNTHETIC_LABELS = ROOT / "configs" / "labels" / "synthetic.yaml"
 DEFAULT_DATA = "data/synthetic"
 RECORD = ROOT / "benchmarks" / "results" / "label_efficiency.json"
+STUDIES = ROOT / "benchmarks" / "results" / "label_efficiency_studies"  # one record per method change tried
 RESULTS_PAGE = ROOT / "docs" / "results.md"
 TABLE_BEGIN, TABLE_END = "<!-- label-efficiency:begin -->", "<!-- label-efficiency:end -->"
+STUDIES_BEGIN, STUDIES_END = "<!-- label-efficiency-studies:begin -->", "<!-- label-efficiency-studies:end -->"
 
 
 class Row(NamedTuple):
@@ -165,6 +174,11 @@ FINETUNE_STEP_S, FINETUNE_STEP_SLOW_S, FINETUNE_FIXED_S = 1.2, 1.4, 60.0
 # paired 95% confidence interval above 0.
 TARGET_FRACTION, TARGET_DELTA, TARGET_SEEDS, CI_LEVEL = 1.0, 5.0, 5, 0.95
 RUNTIME_KEYS = ("output_dir", "train.device", "train.progress")  # overrides a reused run may differ in
+# The pretraining keys the benchmark sets itself, each with the flag that sets it (--pretrain-set may not).
+BENCHMARK_PRETRAIN_KEYS = {"data.root": "--data", "data.train.sequences": "--train-sequences",
+                           "model.backbone.voxel_size": "--voxel-size", "train.max_steps": "--pretrain-steps",
+                           "train.threads": None, "train.progress": None, "train.device": "--device",
+                           "output_dir": "--out"}
 
 
 # ----------------------------------------------------------------------------------------- the plan
@@ -200,6 +214,7 @@ class Settings:
     code: dict  # benchmarks.common.code_identity() of this benchmark's code
     pretrain_steps: int = DEFAULT_PRETRAIN_STEPS
     finetune_steps: int = DEFAULT_FINETUNE_STEPS
+    pretrain_set: list[str] = field(default_factory=list)  # KEY=VALUE: a method change for every pretraining
     voxel_size: float = 0.2
     device: str = "auto"
     num_classes: int | None = None  # the label config's; None: the recipe's (12, synthetic)
@@ -293,7 +308,7 @@ def finetune_overrides(s: Settings, fraction: float, seed: int, run_dir: Path) -
 def pretrain_overrides(s: Settings, row: str, run_dir: Path) -> list[str]:
     return [
         f"data.root={s.data}", f"data.train.sequences={seq_list(s.train_sequences)}",
-        f"model.backbone.voxel_size={s.voxel_size}", *ROWS[row].overrides,
+        f"model.backbone.voxel_size={s.voxel_size}", *ROWS[row].overrides, *s.pretrain_set,
         f"train.max_steps={s.pretrain_steps}", "train.threads=1", "train.progress=false", f"train.device={s.device}",
         f"output_dir={run_dir}",
     ]
@@ -848,7 +863,7 @@ def render_markdown(record: dict, source: str = "benchmarks/results/label_effici
     gpu = f" ({machine['gpu']})" if machine.get("gpu") else ""
     lines += ["", verdict(summary["target"]), "",
               f"Measured at {commit} (code hash `{code['code_hash'][:12]}`{', dirty' if code['dirty'] else ''}): "
-              f"pretraining {settings['pretrain_steps']} steps, fine-tuning {settings['finetune_steps']} steps "
+              f"pretraining {describe_pretraining(settings)}, fine-tuning {settings['finetune_steps']} steps "
               f"(batch 1), voxel {settings['voxel_size']:g} m, training sequences "
               f"{' '.join(settings['train_sequences'])}; {machine['platform']}, {machine['cpus']} CPUs, "
               f"Python {machine['python']}, torch {machine['torch']}, MinkowskiEngine {machine['minkowskiengine']}, "
@@ -856,9 +871,47 @@ def render_markdown(record: dict, source: str = "benchmarks/results/label_effici
     return lines
 
 
-def render_readme(readme: str, block: list[str], path: Path) -> str:
-    """`readme` (the results page's text) with its label-efficiency block replaced by `block`."""
-    return replace_block(readme, block, path, TABLE_BEGIN, TABLE_END)
+def describe_pretraining(settings: dict) -> str:
+    """'500 steps' or '500 steps with KEY=VALUE ...' (a record before --pretrain-set has none)."""
+    changes = settings.get("pretrain_set", [])
+    return f"{settings['pretrain_steps']} steps" + (f" with {' '.join(changes)}" if changes else "")
+
+
+def study_row(settings: dict, code: dict, runs: list[dict], source: str) -> str:
+    """One row of the studies table: a record's pretraining, scratch and ISCC at the target
+    fraction (1%) over the same seeds, the paired difference with its interval, every seed's
+    difference, the commit and the record's path. A record without both rows at that fraction
+    is an error naming it."""
+    cells, fraction = cells_from_json(settings["cells"]), TARGET_FRACTION
+    if fraction not in cells.get(ISCC, {}) or fraction not in cells.get(SCRATCH, {}):
+        raise BenchError(f"{source}: no {ROWS[ISCC].name} and {ROWS[SCRATCH].name} runs at {frac_key(fraction)}% "
+                         "to compare")
+    pair = {row: {fraction: cells[row][fraction]} for row in (SCRATCH, ISCC)}
+    table = summarize({(r["row"], r["fraction"], r["seed"]): r["miou"] for r in runs}, pair)["table"]
+    scratch, iscc = (table[row][frac_key(fraction)] for row in (SCRATCH, ISCC))
+    means = ["-" if cell["mean"] is None else f"{cell['mean']:.1f} (n={cell['n']})" for cell in (scratch, iscc)]
+    delta = "-" if iscc["delta"] is None else format_delta(iscc)
+    per_seed = ", ".join(f"{seed}: {value:+.1f}" for seed, value in iscc["seed_deltas"].items())
+    commit = "no commit" if code["commit"] is None else f"`{code['commit'][:7]}`{' (dirty)' if code['dirty'] else ''}"
+    return (f"| {describe_pretraining(settings)} | {means[0]} | {means[1]} | {delta} | {per_seed} | {commit} | "
+            f"{source} |")
+
+
+def render_studies(records: list[tuple[str, dict]]) -> list[str]:
+    """The results page's studies table (lines) from (root-relative path, record) pairs: the
+    recorded protocol first, then each method change tried (study_row)."""
+    rows = []
+    for source, record in records:
+        try:
+            rows.append(study_row(record["settings"], record["code"], record["runs"], source))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BenchError(f"{source}: not a label-efficiency record ({type(exc).__name__}: {exc})") from exc
+    return [f"<!-- generated by `python benchmarks/label_efficiency.py --render-readme` from "
+            f"{', '.join(source for source, _ in records)}: do not edit -->",
+            "| pretraining | No Pre-training | Ours (ISCC) | ISCC - scratch [95% CI] | per seed | commit | record |",
+            "|---|---|---|---|---|---|---|", *rows, "",
+            f"mIoU (%) at {frac_key(TARGET_FRACTION)}% labels on the held-out sequence, the mean over n seeds, "
+            "fine-tuning identical in every row; per seed: ISCC - scratch with the same labelled scans."]
 
 
 def load_record(path: Path) -> dict:
@@ -869,10 +922,24 @@ def load_record(path: Path) -> dict:
     return record
 
 
-def render_readme_file(record_path: Path, readme_path: Path) -> None:
-    """Rewrite the results page's label-efficiency block from the record (a bad record leaves it)."""
-    render_page_block(record_path, readme_path, load_record, render_markdown, TABLE_BEGIN, TABLE_END,
-                      "a label-efficiency")
+def render_readme_file(record_path: Path, readme_path: Path, studies: Path) -> int:
+    """Rewrite the results page's two label-efficiency blocks: the table from the record, and the
+    studies table from it and every study record in `studies` (by file name). Every record is
+    read and both blocks made before the page is written (atomically), so a bad record leaves
+    the page as it was. Returns the number of studies."""
+    records = [(root_relative(path), load_record(path)) for path in [record_path, *sorted(studies.glob("*.json"))]]
+    try:
+        table = render_markdown(records[0][1], records[0][0])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BenchError(f"{record_path}: not a label-efficiency record ({type(exc).__name__}: {exc})") from exc
+    studies_table = render_studies(records)
+    try:
+        page = readme_path.read_text()
+    except OSError as exc:
+        raise BenchError(f"{readme_path}: cannot read it ({exc.strerror})") from exc
+    page = replace_block(page, table, readme_path, TABLE_BEGIN, TABLE_END)
+    atomic.write_text(readme_path, replace_block(page, studies_table, readme_path, STUDIES_BEGIN, STUDIES_END))
+    return len(records) - 1
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -901,6 +968,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--label-config", default=str(SYNTHETIC_LABELS), help="class mapping (default: synthetic)")
     parser.add_argument("--pretrain-steps", type=int, default=DEFAULT_PRETRAIN_STEPS,
                         help="steps of each pretraining, batch 2 pairs (default %(default)s)")
+    parser.add_argument("--pretrain-set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="a method change under study: config overrides of every pretraining, after the row's "
+                             "(e.g. data.train.mask_ratio=0.5); recorded in the settings")
     parser.add_argument("--finetune-steps", type=int, default=DEFAULT_FINETUNE_STEPS,
                         help="steps of every fine-tune, batch 1 (default %(default)s)")
     parser.add_argument("--voxel-size", type=float, default=0.2,
@@ -915,8 +985,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="rerun these finished runs of the plan (e.g. scratch/1pct_seed0, pretrain_iscc) into "
                              "OUT/verify/ and check they reproduce exactly")
     parser.add_argument("--render-readme", action="store_true",
-                        help="rewrite the label-efficiency table in docs/results.md from the record and exit "
-                             "(runs nothing)")
+                        help="rewrite the label-efficiency table in docs/results.md from the record, and its "
+                             "studies table from the record and --studies, and exit (runs nothing)")
+    parser.add_argument("--studies", type=Path, default=STUDIES,
+                        help="the folder of study records (one --record each) that --render-readme tabulates "
+                             f"(default: {STUDIES.relative_to(ROOT)})")
     parser.add_argument("--readme", type=Path, default=RESULTS_PAGE,
                         help="the page that --render-readme rewrites (default: docs/results.md)")
     args = parser.parse_args(argv)
@@ -948,6 +1021,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--ablation-fractions: fractions of --fractions")
     if args.jobs < 1 or args.pretrain_steps < 1 or args.finetune_steps < 1 or args.voxel_size <= 0:
         parser.error("--jobs, --pretrain-steps, --finetune-steps and --voxel-size must be positive")
+    for item in args.pretrain_set:
+        key, equals, _ = item.partition("=")
+        if not equals or not key:
+            parser.error(f"--pretrain-set {item}: KEY=VALUE, e.g. data.train.mask_ratio=0.5")
+        if key in BENCHMARK_PRETRAIN_KEYS:
+            flag = BENCHMARK_PRETRAIN_KEYS[key]
+            parser.error(f"--pretrain-set {item}: the benchmark sets {key}" + (f" (use {flag})" if flag else ""))
     return args
 
 
@@ -965,6 +1045,7 @@ def settings_from(args: argparse.Namespace, code: dict) -> Settings:
                     train_sequences=[sk.sequence_name(q) for q in args.train_sequences],
                     val_sequence=sk.sequence_name(args.val_sequence), label_config=label_config, cells=cells,
                     code=code, pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
+                    pretrain_set=list(args.pretrain_set),
                     voxel_size=args.voxel_size, device=args.device, num_classes=num_classes)
 
 
@@ -976,7 +1057,8 @@ def summary_document(s: Settings, jobs: list[Job], status: dict[str, str], miou:
     summary.update(
         settings={"data": str(s.data), "train_sequences": s.train_sequences, "val_sequence": s.val_sequence,
                   "val_scans": val_scans, "label_config": str(s.label_config), "cells": cells_json(s.cells),
-                  "pretrain_steps": s.pretrain_steps, "finetune_steps": s.finetune_steps,
+                  "pretrain_steps": s.pretrain_steps, "pretrain_set": s.pretrain_set,
+                  "finetune_steps": s.finetune_steps,
                   "voxel_size": s.voxel_size, "device": s.device, "jobs": parallel, "out": str(s.out)},
         code=s.code, machine=machine, runs=run_records(jobs, miou, s.out), status=status,
         failed=sorted(n for n, st in status.items() if st in ("failed", "skipped")), elapsed_s=elapsed)
@@ -987,8 +1069,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render_readme:
         record = args.record or RECORD
-        render_readme_file(record, args.readme)
-        print(f"{args.readme}: the label-efficiency table from {record}")
+        studies = render_readme_file(record, args.readme, args.studies)
+        print(f"{args.readme}: the label-efficiency table from {record}, the studies table from it and "
+              f"{studies} stud{'ies' if studies != 1 else 'y'} in {args.studies}")
         return 0
     s = settings_from(args, code_identity())
     start = time.perf_counter()
@@ -1021,9 +1104,11 @@ def main(argv: list[str] | None = None) -> int:
                                                          for f, ss in by_fraction.items())
                       for row, by_fraction in s.cells.items())
     print(f"plan: {len(pretrainings)} pretraining{'s' if len(pretrainings) != 1 else ''} x {s.pretrain_steps} steps "
-          f"({', '.join(j.row for j in pretrainings) or 'none'}), {len(finetunes)} fine-tunes x {s.finetune_steps} "
-          f"steps, batch 1, voxel {s.voxel_size:g} m, device {s.device}, {args.jobs} jobs at a time; "
-          f"held-out sequence {s.val_sequence} ({val_scans} scans); output {s.out}; {describe_code(s.code)}\n"
+          f"({', '.join(j.row for j in pretrainings) or 'none'})"
+          + (f" with {' '.join(s.pretrain_set)}" if s.pretrain_set else "")
+          + f", {len(finetunes)} fine-tunes x {s.finetune_steps} steps, batch 1, voxel {s.voxel_size:g} m, "
+          f"device {s.device}, {args.jobs} jobs at a time; held-out sequence {s.val_sequence} ({val_scans} scans); "
+          f"output {s.out}; {describe_code(s.code)}\n"
           f"  seeds: {seeds}", flush=True)
     if len(todo) < len(jobs):
         print(f"  {len(jobs) - len(todo)} of {len(jobs)} jobs already finished by this code: reused", flush=True)
