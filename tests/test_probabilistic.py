@@ -412,18 +412,33 @@ def test_extdim_baseline_finetunes(tiny_dataset, tmp_path, monkeypatch):
     assert scan["embedding"].shape == (len(sample["coord"]), 6) and np.isfinite(scan["embedding"]).all()
 
 
-def test_the_cross_entropy_row_adds_exactly_the_cross_entropy_of_the_class_logits(rng):
-    """synthetic_minkunet14a_probabilistic_ce.yaml (the instance benchmark's probabilistic_ce row)
-    is the probabilistic recipe plus F.cross_entropy of the head's class logits p~ against the
-    point classes, weight 1: the same terms otherwise, and the total is their weighted sum."""
+@pytest.mark.parametrize("dataset", ["synthetic", "s3dis", "scannet"])
+def test_the_shipped_recipes_are_the_papers_objective_plus_cross_entropy(dataset):
+    """Every shipped probabilistic recipe trains eq. 17's three terms with the paper's weights and
+    the cross-entropy term, weight 1 (synthetic_minkunet14a_probabilistic.yaml says why)."""
+    from voxseg.engine import finetune
+
+    model = finetune.resolve(str(CONFIGS / f"{dataset}_minkunet14a_probabilistic.yaml"), [])["model"]
+    assert model["loss_weights"] == {"ins": 1.0, "score": 1.0, "reg": 0.001, "ce": 1.0}
+    assert model["losses"]["ce"] == {"type": "CrossEntropyLoss", "head": "prob", "target": "segment",
+                                     "label_smoothing": 0.0}
+
+
+def test_the_shipped_recipe_adds_exactly_the_cross_entropy_of_the_class_logits_to_eq_17(rng):
+    """synthetic_minkunet14a_probabilistic.yaml (the instance benchmark's probabilistic row) is the
+    paper's objective (_printed.yaml, eq. 17: the probabilistic_printed row) plus
+    F.cross_entropy of the head's class logits p~ against the point classes, weight 1: the same
+    terms otherwise, and the total is their weighted sum."""
     import torch.nn.functional as F
 
     from tests.helpers import random_batch
     from voxseg.engine import finetune
     from voxseg.registry import MODELS
 
-    base = finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_probabilistic.yaml"), [])["model"]
-    with_ce = finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_probabilistic_ce.yaml"), [])["model"]
+    base = finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_probabilistic_printed.yaml"), [])["model"]
+    with_ce = finetune.resolve(str(CONFIGS / "synthetic_minkunet14a_probabilistic.yaml"), [])["model"]
+    assert set(base["losses"]) == {"ins", "score", "reg"}
+    assert base["loss_weights"] == {"ins": 1.0, "score": 1.0, "reg": 0.001}  # eq. 17
     assert {k: v for k, v in with_ce["losses"].items() if k != "ce"} == base["losses"]
     assert with_ce["loss_weights"] == {**base["loss_weights"], "ce": 1.0}
     assert {k: v for k, v in with_ce.items() if k not in ("losses", "loss_weights")} == \
