@@ -867,7 +867,8 @@ def render_markdown(record: dict, source: str = "benchmarks/results/label_effici
               f"(batch 1), voxel {settings['voxel_size']:g} m, training sequences "
               f"{' '.join(settings['train_sequences'])}; {machine['platform']}, {machine['cpus']} CPUs, "
               f"Python {machine['python']}, torch {machine['torch']}, MinkowskiEngine {machine['minkowskiengine']}, "
-              f"device {machine['device']}{gpu}; the last invocation took {record['elapsed_s'] / 60:.0f} min."]
+              f"device {machine['device']}{gpu}; the invocation that wrote this record took "
+              f"{record['elapsed_s'] / 60:.0f} min (it reuses finished runs)."]
     return lines
 
 

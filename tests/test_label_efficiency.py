@@ -634,7 +634,7 @@ mIoU (%) on held-out sequence 04 (40 scans), the mean over n seeds; in parenthes
 
 At 1% labels, ISCC - scratch = +3.12 mIoU (mean of 2 seeds, 95% CI [-36.58, +42.83]): target (>= +5.0 mean over >= 5 seeds, 95% CI above 0) NOT met: mean below +5.0, 2 seeds, fewer than 5, CI not above 0
 
-Measured at commit `439dd03` (code hash `c0dec0dec0de`): pretraining 500 steps, fine-tuning 250 steps (batch 1), voxel 0.2 m, training sequences 00 01 02 03; Linux-6.8-x86_64-with-glibc2.39, 2 CPUs, Python 3.12.3, torch 2.11.0, MinkowskiEngine 0.5.4, device cpu; the last invocation took 98 min."""  # noqa: E501  (the generated page, verbatim)
+Measured at commit `439dd03` (code hash `c0dec0dec0de`): pretraining 500 steps, fine-tuning 250 steps (batch 1), voxel 0.2 m, training sequences 00 01 02 03; Linux-6.8-x86_64-with-glibc2.39, 2 CPUs, Python 3.12.3, torch 2.11.0, MinkowskiEngine 0.5.4, device cpu; the invocation that wrote this record took 98 min (it reuses finished runs)."""  # noqa: E501  (the generated page, verbatim)
 
 
 def test_render_markdown_from_a_record():
