@@ -239,10 +239,39 @@ def test_queries_lie_on_the_rays_through_removed_points(tiny_dataset, grouped):
     np.testing.assert_array_equal(window_ids[row], query["group"][:m])
 
 
+def test_visible_queries_follow_the_crops_and_change_nothing_else(tiny_dataset, grouped):
+    """visible_query_points casts the same three queries through visible points of view 1 (group
+    -1), after the crops' queries, from a stream of its own: the views, the masked groups and the
+    crops' queries are those of the dataset without them, array for array."""
+    plain = pairs(tiny_dataset, grouped, mask_ratio=0.5, max_query_points=40,
+                  view1_transforms=[{"type": "RandomRotateZ"}, {"type": "RandomDropout", "ratio": 0.2}])
+    also = pairs(tiny_dataset, grouped, mask_ratio=0.5, max_query_points=40, visible_query_points=25,
+                 view1_transforms=[{"type": "RandomRotateZ"}, {"type": "RandomDropout", "ratio": 0.2}])
+    for index in (1, 6):
+        a, b = plain[index], also[index]
+        for view in ("view1", "view2"):
+            assert a[view].keys() == b[view].keys()
+            for key in a[view]:
+                np.testing.assert_array_equal(a[view][key], b[view][key])
+        crops = len(a["query"]["coord"])
+        assert crops == 3 * 40 and len(b["query"]["coord"]) == crops + 3 * 25
+        for key in a["query"]:
+            np.testing.assert_array_equal(b["query"][key][:crops], a["query"][key])
+        visible = {key: value[crops:] for key, value in b["query"].items()}
+        assert (visible["group"] == -1).all() and (a["query"]["group"] >= 0).all()
+        coord, offset = visible["coord"].astype(np.float64), visible["surface_offset"].astype(np.float64)
+        behind, ob = coord[:25], offset[:25]
+        assert (ob > 0).all() and (ob <= 0.1).all() and (offset[25:50] < 0).all() and (offset[50:] < 0).all()
+        surface = behind * (1 - ob / np.linalg.norm(behind, axis=1))[:, None]  # p, from the occupied query
+        distance, row = cKDTree(b["view1"]["coord"].astype(np.float64)).query(surface)
+        assert distance.max() < 1e-4  # each p is a point the student sees
+        assert len(np.unique(row)) == 25  # drawn without replacement
+
+
 def test_query_geometry_for_a_hand_built_point(tiny_dataset, grouped):
     ds = pairs(tiny_dataset, grouped, surface_distance=0.5)
     p = np.array([[3.0, 4.0, 0.0], [0.3, 0.0, 0.0]], dtype=np.float32)  # |p| = 5; the second is too near
-    query = ds.queries(p, np.array([7, 8]), np.random.default_rng(0))
+    query = ds.queries(p, np.array([7, 8]), np.random.default_rng(0), 1024)
     coord, offset = query["coord"].astype(np.float64), query["surface_offset"].astype(np.float64)
     assert coord.shape == (3, 3) and list(query["group"]) == [7, 7, 7]
     direction = np.array([0.6, 0.8, 0.0])
@@ -350,6 +379,8 @@ def test_bad_settings_are_config_errors(tiny_dataset, grouped):
     pairs(tiny_dataset, grouped, view2_transforms=[{"type": "ShiftForTest"}])  # the teacher's view casts no queries
     with pytest.raises(ConfigError, match="mask_ratio out of range"):
         pairs(tiny_dataset, grouped, mask_ratio=1.5)
+    with pytest.raises(ConfigError, match=r"visible_query_points out of range, got -1"):
+        pairs(tiny_dataset, grouped, visible_query_points=-1)
     with pytest.raises(ConfigError, match="unknown point feature"):
         pairs(tiny_dataset, grouped, features=["colour"])
 

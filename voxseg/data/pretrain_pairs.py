@@ -15,6 +15,12 @@ each with its own u ~ U(0, 1) and d = `surface_distance`:
     in front of it      p - d u p/|p|   surface_offset -d u       (empty)
     between sensor, p   u p             surface_offset (u - 1)|p| (empty)
 
+With `visible_query_points` N > 0 (not in the slides: ALSO casts its queries around every input
+point), the same three queries are also cast through up to N points still visible in view 1,
+drawn uniformly: ground (which no group covers) and objects alike then have a surface to
+reconstruct. Their `group` is -1. With N = 0 (the default) only the crops cast queries, as the
+slides' "query points near the target crops".
+
 Finally every group id not present in both views is set to -1 in both, so only shared groups
 count. A sample:
 
@@ -22,7 +28,8 @@ count. A sample:
                point_index (N1,) row in x_i's scan file[, segment, instance]},
      "view2": {... the same for x_j},
      "query": {coord (Q, 3) float32 in view 1's coordinates, surface_offset (Q,) float32,
-               group (Q,) int64: the removed group the query was cast from (-1 in the views)},
+               group (Q,) int64: the removed group the query was cast from (-1 in the views;
+               -1 for the queries through visible points, after the crops' queries)},
      "name": "SS/FFFFFF" (x_i), "pair": "SS/FFFFFF" (x_j), "window": index of the window (in
      its sequence) whose ids the views hold}
 
@@ -30,7 +37,8 @@ Queries are cast after view 1's augmentation. That is exact because its transfor
 sensor at the origin: rotation about z, flips and scaling map rays from the origin to rays from
 the origin, jitter moves points but not the sensor, and dropout or cropping only remove points;
 other transforms in `view1_transforms` are refused (ConfigError). Randomness is a function of
-(seed, epoch, index), with separate streams for the pair, each view and the masking.
+(seed, epoch, index), with separate streams for the pair, each view, the masking and the visible
+queries.
 """
 
 from __future__ import annotations
@@ -80,6 +88,7 @@ class ISCCPairs(PointDataset):
                  mask_ratio: Annotated[float, Range(ge=0, le=1)] = 0.3,
                  max_masked_groups: Annotated[int, Range(ge=0)] = 16,
                  max_query_points: Annotated[int, Range(ge=0)] = 1024,
+                 visible_query_points: Annotated[int, Range(ge=0)] = 0,
                  surface_distance: Annotated[float, Range(gt=0)] = 0.1,
                  groups_root: str | None = None, group_params: dict = {}, labels: bool = False):  # noqa: B006
         super().__init__(root, label_config, features, [], labels)
@@ -91,6 +100,7 @@ class ISCCPairs(PointDataset):
                                ("mask_ratio", mask_ratio, 0 <= mask_ratio <= 1),
                                ("max_masked_groups", max_masked_groups, max_masked_groups >= 0),
                                ("max_query_points", max_query_points, max_query_points >= 0),
+                               ("visible_query_points", visible_query_points, visible_query_points >= 0),
                                ("surface_distance", surface_distance, surface_distance > 0)):
             if not ok:
                 raise ConfigError(f"ISCCPairs: {key} out of range, got {value!r}")
@@ -100,6 +110,7 @@ class ISCCPairs(PointDataset):
         self.max_frame_distance = max_frame_distance
         self.mask_ratio, self.max_masked_groups = mask_ratio, max_masked_groups
         self.max_query_points, self.surface_distance = max_query_points, surface_distance
+        self.visible_query_points = visible_query_points
 
         self.groups: dict[str, SequenceGroups] = {}
         self.frames: list[tuple[str, int]] = []  # (sequence, scan index in it)
@@ -142,15 +153,19 @@ class ISCCPairs(PointDataset):
     def __getitem__(self, index: int) -> dict:
         sequence, i = self.frames[index]
         groups = self.groups[sequence]
-        pair_rng, rng1, rng2, mask_rng = self.rng(index).spawn(4)
+        pair_rng, rng1, rng2, mask_rng, visible_rng = self.rng(index).spawn(5)
         w, j = self.pick(index, pair_rng)
         view1 = self._view(sequence, groups, w, i, self.view1_transforms, rng1)
         view2 = self._view(sequence, groups, w, j, self.view2_transforms, rng2)
         shared = np.intersect1d(view1["group"][view1["group"] >= 0], view2["group"][view2["group"] >= 0])
         masked = self.choose_masked(shared, mask_rng)
         removed = np.isin(view1["group"], masked)
-        query = self.queries(view1["coord"][removed], view1["group"][removed], mask_rng)
+        query = self.queries(view1["coord"][removed], view1["group"][removed], mask_rng, self.max_query_points)
         view1 = {k: (v[~removed] if is_point_key(k) else v) for k, v in view1.items()}
+        if self.visible_query_points:
+            visible = self.queries(view1["coord"], np.full(len(view1["coord"]), -1, dtype=np.int64), visible_rng,
+                                   self.visible_query_points)
+            query = {k: np.concatenate([query[k], visible[k]]) for k in query}
         both = np.intersect1d(view1["group"], view2["group"])
         for view in (view1, view2):
             view["group"] = np.where(np.isin(view["group"], both), view["group"], -1)
@@ -171,13 +186,14 @@ class ISCCPairs(PointDataset):
         count = min(round(self.mask_ratio * len(shared)), self.max_masked_groups, max(len(shared) - 1, 0))
         return np.sort(rng.choice(shared, size=count, replace=False)) if count else shared[:0]
 
-    def queries(self, removed: np.ndarray, group: np.ndarray, rng: np.random.Generator) -> dict:
-        """Queries on the rays from the origin through up to max_query_points removed points (those
-        farther than surface_distance from the sensor): behind, in front of and before each."""
-        far = np.linalg.norm(removed.astype(np.float64), axis=1) > self.surface_distance
-        removed, group = removed[far], group[far]
-        chosen = np.sort(rng.choice(len(removed), size=min(len(removed), self.max_query_points), replace=False))
-        p = removed[chosen].astype(np.float64)
+    def queries(self, points: np.ndarray, group: np.ndarray, rng: np.random.Generator, limit: int) -> dict:
+        """Queries on the rays from the origin through up to `limit` of `points` (those farther
+        than surface_distance from the sensor), drawn uniformly: behind, in front of and before
+        each; `group` is each point's."""
+        far = np.linalg.norm(points.astype(np.float64), axis=1) > self.surface_distance
+        points, group = points[far], group[far]
+        chosen = np.sort(rng.choice(len(points), size=min(len(points), limit), replace=False))
+        p = points[chosen].astype(np.float64)
         distance = np.linalg.norm(p, axis=1, keepdims=True)
         direction = p / np.maximum(distance, np.finfo(np.float64).tiny)
         # u in (0, 1): an endpoint would put a query on the surface (offset 0)
