@@ -194,7 +194,7 @@ class TrainingRun:
         if self.resume:
             last = self.ckpt_dir / "last.pt"
             self.saved = checkpoint.load(last)
-            saved_cfg = self.resolve_saved(self.saved["config"], last)
+            saved_cfg = self.resolve_saved(self.saved["config"])
             check_resume_config(saved_cfg, self.cfg, last, self.allow_config_change)
         if train_cfg["threads"]:
             sparse.set_threads(train_cfg["threads"])
@@ -205,12 +205,15 @@ class TrainingRun:
     # ---------------------------------------------------------------- the steps a task overrides
     samples_noun = "training samples"  # the batch-size error's noun (a class attribute a task sets)
 
-    def resolve_saved(self, saved: dict, path: Path) -> dict:
-        """A resumed run's saved config (from `path`) resolved by this code's schema: an option
+    def resolve_saved(self, saved: dict) -> dict:
+        """A resumed run's saved config resolved by this code's schema: an option
         added since the run was saved reads its default (the run ran without it) instead of
-        counting as a change; one the code no longer knows is an error naming `path` and the key."""
-        saved = copy.deepcopy(saved)
-        return cfglib.validate(cfglib.LoadedConfig(saved, {key: str(path) for key in saved}), self.schema)
+        counting as a change. A saved config this schema refuses (a key the code no longer
+        knows) is compared as saved: the retired key is then a change like any other."""
+        try:
+            return cfglib.validate(cfglib.LoadedConfig(copy.deepcopy(saved), {}), self.schema)
+        except ConfigError:
+            return saved
 
     def build_datasets(self) -> contracts.PointDataset:
         """The training dataset (a task keeps any other it needs on self)."""
