@@ -36,8 +36,10 @@ sequences lack them.
 10%, and the ablation rows at 1% and 10% with seeds 0-2: 9 pretrainings and 80 fine-tunes, about
 8-9 hours on 2 CPU cores. It writes benchmarks/results/label_efficiency.json (--record PATH writes
 any protocol's record there), from which --render-readme rewrites the table in docs/results.md.
-A method change is a study: --pretrain-steps, or --pretrain-set KEY=VALUE ... (config overrides of
-every pretraining, after its row's; the fine-tuning never changes), at 1% with the recorded seeds,
+A method change is a study: --pretrain-steps, --pretrain-set KEY=VALUE ... (config overrides of
+every pretraining, after its row's) or --preprocess-set KEY=VALUE ... (preprocessing overrides: the
+groups are made into OUT/groups, and every pretraining reads them there and asks for those
+parameters); the fine-tuning never changes. A study runs at 1% with the recorded seeds,
 its record written to benchmarks/results/label_efficiency_studies/ (--record PATH); --render-readme
 also rewrites the studies table there: the recorded protocol, then each study.
 
@@ -178,7 +180,7 @@ RUNTIME_KEYS = ("output_dir", "train.device", "train.progress")  # overrides a r
 BENCHMARK_PRETRAIN_KEYS = {"data.root": "--data", "data.train.sequences": "--train-sequences",
                            "model.backbone.voxel_size": "--voxel-size", "train.max_steps": "--pretrain-steps",
                            "train.threads": None, "train.progress": None, "train.device": "--device",
-                           "output_dir": "--out"}
+                           "output_dir": "--out", "data.train.groups_root": "--preprocess-set"}
 
 
 # ----------------------------------------------------------------------------------------- the plan
@@ -215,6 +217,7 @@ class Settings:
     pretrain_steps: int = DEFAULT_PRETRAIN_STEPS
     finetune_steps: int = DEFAULT_FINETUNE_STEPS
     pretrain_set: list[str] = field(default_factory=list)  # KEY=VALUE: a method change for every pretraining
+    preprocess_set: list[str] = field(default_factory=list)  # KEY=VALUE: a change of the groups (OUT/groups)
     voxel_size: float = 0.2
     device: str = "auto"
     num_classes: int | None = None  # the label config's; None: the recipe's (12, synthetic)
@@ -224,6 +227,12 @@ class Settings:
     @property
     def rows(self) -> list[str]:
         return list(self.cells)
+
+    @property
+    def groups_root(self) -> Path:
+        """Where the pretrainings read their groups: the data root, or OUT/groups, made with
+        preprocess_set."""
+        return self.out / "groups" if self.preprocess_set else self.data
 
     @property
     def fractions(self) -> list[float]:
@@ -306,8 +315,11 @@ def finetune_overrides(s: Settings, fraction: float, seed: int, run_dir: Path) -
 
 
 def pretrain_overrides(s: Settings, row: str, run_dir: Path) -> list[str]:
+    # groups made with --preprocess-set are read from OUT/groups, and must have those parameters
+    groups = [f"data.train.groups_root={s.groups_root}",
+              *(f"data.train.group_params.{item}" for item in s.preprocess_set)] if s.preprocess_set else []
     return [
-        f"data.root={s.data}", f"data.train.sequences={seq_list(s.train_sequences)}",
+        f"data.root={s.data}", f"data.train.sequences={seq_list(s.train_sequences)}", *groups,
         f"model.backbone.voxel_size={s.voxel_size}", *ROWS[row].overrides, *s.pretrain_set,
         f"train.max_steps={s.pretrain_steps}", "train.threads=1", "train.progress=false", f"train.device={s.device}",
         f"output_dir={run_dir}",
@@ -326,10 +338,12 @@ def plan(s: Settings) -> list[Job]:
     prep: list[str] = []
     pretrained_rows = [r for r in s.rows if ROWS[r].overrides is not None]
     if pretrained_rows:
+        out = ["--out", str(s.groups_root), *s.preprocess_set] if s.preprocess_set else []
         prep_job = Job("preprocess", "preprocess",
                        [py, str(ROOT / "tools" / "preprocess.py"), "--dataset", str(s.data),
-                        "--sequences", *s.train_sequences, "--config", str(PREPROCESS_CONFIG), "--no-progress"],
-                       s.out / "preprocess", s.code, done_check=lambda: groups_complete(s.data, s.train_sequences))
+                        "--sequences", *s.train_sequences, "--config", str(PREPROCESS_CONFIG), "--no-progress", *out],
+                       s.out / "preprocess", s.code,
+                       done_check=lambda: groups_complete(s.groups_root, s.train_sequences))
         jobs.append(prep_job)
         prep = [prep_job.name]
     for row in pretrained_rows:
@@ -873,9 +887,11 @@ def render_markdown(record: dict, source: str = "benchmarks/results/label_effici
 
 
 def describe_pretraining(settings: dict) -> str:
-    """'500 steps' or '500 steps with KEY=VALUE ...' (a record before --pretrain-set has none)."""
-    changes = settings.get("pretrain_set", [])
-    return f"{settings['pretrain_steps']} steps" + (f" with {' '.join(changes)}" if changes else "")
+    """'500 steps', '500 steps with KEY=VALUE ...', then '; groups with KEY=VALUE ...' (a record
+    before --pretrain-set or --preprocess-set has none)."""
+    changes, groups = settings.get("pretrain_set", []), settings.get("preprocess_set", [])
+    return (f"{settings['pretrain_steps']} steps" + (f" with {' '.join(changes)}" if changes else "")
+            + (f"; groups with {' '.join(groups)}" if groups else ""))
 
 
 def study_row(settings: dict, code: dict, runs: list[dict], source: str) -> str:
@@ -972,6 +988,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pretrain-set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="a method change under study: config overrides of every pretraining, after the row's "
                              "(e.g. data.train.mask_ratio=0.5); recorded in the settings")
+    parser.add_argument("--preprocess-set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="a change of the groups under study: preprocessing overrides (configs/preprocess/"
+                             "default.yaml, e.g. ground_patches.size=2.0); the groups go to OUT/groups and every "
+                             "pretraining reads them from there; recorded in the settings")
     parser.add_argument("--finetune-steps", type=int, default=DEFAULT_FINETUNE_STEPS,
                         help="steps of every fine-tune, batch 1 (default %(default)s)")
     parser.add_argument("--voxel-size", type=float, default=0.2,
@@ -1022,6 +1042,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--ablation-fractions: fractions of --fractions")
     if args.jobs < 1 or args.pretrain_steps < 1 or args.finetune_steps < 1 or args.voxel_size <= 0:
         parser.error("--jobs, --pretrain-steps, --finetune-steps and --voxel-size must be positive")
+    for item in args.preprocess_set:
+        key, equals, _ = item.partition("=")
+        if not equals or not key:
+            parser.error(f"--preprocess-set {item}: KEY=VALUE, e.g. ground_patches.size=2.0")
     for item in args.pretrain_set:
         key, equals, _ = item.partition("=")
         if not equals or not key:
@@ -1046,7 +1070,7 @@ def settings_from(args: argparse.Namespace, code: dict) -> Settings:
                     train_sequences=[sk.sequence_name(q) for q in args.train_sequences],
                     val_sequence=sk.sequence_name(args.val_sequence), label_config=label_config, cells=cells,
                     code=code, pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
-                    pretrain_set=list(args.pretrain_set),
+                    pretrain_set=list(args.pretrain_set), preprocess_set=list(args.preprocess_set),
                     voxel_size=args.voxel_size, device=args.device, num_classes=num_classes)
 
 
@@ -1059,7 +1083,7 @@ def summary_document(s: Settings, jobs: list[Job], status: dict[str, str], miou:
         settings={"data": str(s.data), "train_sequences": s.train_sequences, "val_sequence": s.val_sequence,
                   "val_scans": val_scans, "label_config": str(s.label_config), "cells": cells_json(s.cells),
                   "pretrain_steps": s.pretrain_steps, "pretrain_set": s.pretrain_set,
-                  "finetune_steps": s.finetune_steps,
+                  "preprocess_set": s.preprocess_set, "finetune_steps": s.finetune_steps,
                   "voxel_size": s.voxel_size, "device": s.device, "jobs": parallel, "out": str(s.out)},
         code=s.code, machine=machine, runs=run_records(jobs, miou, s.out), status=status,
         failed=sorted(n for n, st in status.items() if st in ("failed", "skipped")), elapsed_s=elapsed)
@@ -1107,6 +1131,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"plan: {len(pretrainings)} pretraining{'s' if len(pretrainings) != 1 else ''} x {s.pretrain_steps} steps "
           f"({', '.join(j.row for j in pretrainings) or 'none'})"
           + (f" with {' '.join(s.pretrain_set)}" if s.pretrain_set else "")
+          + (f" on groups made with {' '.join(s.preprocess_set)}" if s.preprocess_set else "")
           + f", {len(finetunes)} fine-tunes x {s.finetune_steps} steps, batch 1, voxel {s.voxel_size:g} m, "
           f"device {s.device}, {args.jobs} jobs at a time; held-out sequence {s.val_sequence} ({val_scans} scans); "
           f"output {s.out}; {describe_code(s.code)}\n"

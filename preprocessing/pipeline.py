@@ -32,6 +32,7 @@ format version 1 (group files only) is brought up to date by a rerun with the sa
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import json
 import multiprocessing
@@ -44,18 +45,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 from tqdm import tqdm
 
 from preprocessing import odometry, stacking
 from preprocessing.ground import GROUND
-from preprocessing.grouping import GROUPING
+from preprocessing.grouping import GROUPING, by_size
 from preprocessing.linking import Linker, relabel
 from voxseg import atomic, config as cfglib
-from voxseg.config import Component
+from voxseg.config import Component, Range
 from voxseg.data import groups as grouplib, semantic_kitti as sk
-from voxseg.errors import DataFormatError, VoxsegError
+from voxseg.errors import ConfigError, DataFormatError, VoxsegError
 
 CHUNK = 4  # consecutive windows per task: they share scans, read and ground-segmented once
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -74,11 +76,22 @@ class LinkingSection:
 
 
 @dataclass
+class GroundPatchesSection:
+    # metres; > 0: the ground points of a window become groups too, one per size x size cell of the
+    # bird's-eye-view grid of the window's frame (BEVContrast's BEV cells, on the ground only, which
+    # no HDBSCAN group covers); 0: ground stays -1, as in ISCC and TARL
+    size: Annotated[float, Range(ge=0)] = 0.0
+    # cells with fewer ground points (in the stacked window) stay -1, as small groups do
+    min_points: Annotated[int, Range(ge=1)] = 20
+
+
+@dataclass
 class PreprocessConfig:
     ground: Component
     grouping: Component
     stacking: StackingSection = field(default_factory=StackingSection)
     linking: LinkingSection = field(default_factory=LinkingSection)
+    ground_patches: GroundPatchesSection = field(default_factory=GroundPatchesSection)
 
 
 def resolve(path: str | os.PathLike, overrides: Sequence[str] = ()) -> dict:
@@ -175,13 +188,26 @@ def versions() -> dict[str, str]:
     return found
 
 
+def saved_config(saved: dict) -> dict:
+    """A manifest's config resolved by this code's schema: a parameter added since the output was
+    made reads its default (the output was made without it) instead of counting as a change. A
+    config the schema refuses (a retired key) is compared as saved, so it differs."""
+    import preprocessing.ground  # noqa: F401  (registers the components)
+    import preprocessing.grouping  # noqa: F401
+
+    try:
+        return cfglib.validate(cfglib.LoadedConfig(copy.deepcopy(saved), {}), PreprocessConfig)
+    except ConfigError:
+        return saved
+
+
 def check_manifest(plan: SequencePlan, cfg: dict) -> dict:
     """The sequence's manifest; a new one (status "running") when there is none. Refuses to mix
     outputs made with other parameters."""
     path = plan.target / "manifest.json"
     if path.is_file():
         manifest = json.loads(path.read_text())
-        if manifest.get("config") != cfg:
+        if not isinstance(manifest.get("config"), dict) or saved_config(manifest["config"]) != cfg:
             raise VoxsegError(f"{path}: these groups were made with other parameters; "
                               "choose another --out or delete that directory")
         return manifest
@@ -226,14 +252,29 @@ def _scan_and_ground(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return cache[key]
 
 
-def group_window(scans: list[np.ndarray], ground: list[np.ndarray], poses: np.ndarray, grouping) -> np.ndarray:
+def group_window(scans: list[np.ndarray], ground: list[np.ndarray], poses: np.ndarray, grouping,
+                 patch_size: float = 0.0, patch_min_points: int = 20) -> np.ndarray:
     """Local labels of every point of a window (scans in order): the non-ground points are
-    stacked into the first scan's frame and grouped; ground and noise get -1."""
+    stacked into the first scan's frame and grouped; noise gets -1. Ground gets -1 too, or with
+    `patch_size` > 0 one label per ground patch (ground_patches) after the groups' labels."""
     points, _ = stacking.stack([scan[~mask] for scan, mask in zip(scans, ground, strict=True)], poses)
     is_ground = np.concatenate(ground)
     labels = np.full(len(is_ground), -1, dtype=np.int32)
     labels[~is_ground] = grouping(points[:, :3])
+    if patch_size > 0 and is_ground.any():
+        floor, _ = stacking.stack([scan[mask] for scan, mask in zip(scans, ground, strict=True)], poses)
+        patches = ground_patches(floor[:, :3], patch_size, patch_min_points)
+        labels[is_ground] = np.where(patches >= 0, patches + labels.max() + 1, -1)
     return labels
+
+
+def ground_patches(points: np.ndarray, size: float, min_points: int) -> np.ndarray:
+    """(N,) patch labels of ground points (in one frame): the size x size cell of the x-y grid each
+    falls in, numbered 0..P-1 by decreasing point count (grouping.by_size); cells with fewer than
+    `min_points` points get -1."""
+    cells = np.floor(points[:, :2] / size).astype(np.int64)
+    _, cell = np.unique(cells, axis=0, return_inverse=True)
+    return by_size(cell.ravel(), min_points)
 
 
 def _run_window(task: tuple[SequencePlan, int]) -> tuple[str, int]:
@@ -242,8 +283,9 @@ def _run_window(task: tuple[SequencePlan, int]) -> tuple[str, int]:
     window = plan.windows[w]
     loaded = [_scan_and_ground(plan.scan(i)) for i in window.frames]
     assert plan.poses is not None  # estimated before any window runs (estimate_missing_poses)
+    patches = _worker["cfg"]["ground_patches"]
     labels = group_window([s for s, _ in loaded], [g for _, g in loaded], plan.poses[window.start:window.stop],
-                          _worker["grouping"])
+                          _worker["grouping"], patches["size"], patches["min_points"])
     offsets = plan.offsets(window)
     grouplib.write_window(plan.cache_file(w), window.start, plan.frames[window.start:window.stop],
                           [labels[offsets[k]:offsets[k + 1]] for k in range(len(window.frames))])

@@ -137,6 +137,14 @@ def test_file_errors(tmp_path, monkeypatch):
         cfglib.load("ok.yaml", ["novalue"])
 
 
+def test_a_missing_section_resolves_to_its_defaults_as_a_mapping(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "a.yaml", {"block": {"type": "ToyBlock", "width": 2}})
+    resolved = cfglib.validate(cfglib.load("a.yaml"), Schema)
+    assert resolved["section"] == {"steps": 10, "rate": 0.5, "flag": False} and resolved["blocks"] == []
+    assert type(resolved["section"]) is dict
+
+
 def test_resolved_config_round_trips(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write(tmp_path / "a.yaml", {"block": {"type": "ToyBlock", "width": 2}, "section": {"rate": 1}})

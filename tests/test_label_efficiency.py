@@ -171,6 +171,28 @@ def test_pretrain_set_changes_every_pretraining_after_its_row_and_nothing_else(t
         assert after.argv[-len(after.overrides):] == after.overrides
 
 
+def test_preprocess_set_makes_groups_of_its_own_and_every_pretraining_reads_them(tmp_path):
+    change = ["ground_patches.size=2.0"]
+    plain = le.plan(settings(tmp_path, rows=["scratch", "iscc", "local"], fractions=[1.0], seeds=[0]))
+    s = settings(tmp_path, rows=["scratch", "iscc", "local"], fractions=[1.0], seeds=[0], preprocess_set=change)
+    studied = le.plan(s)
+    groups = tmp_path / "out" / "groups"
+    assert studied[0].argv == plain[0].argv + ["--out", str(groups), "ground_patches.size=2.0"]
+    groups_done(s.data, s.train_sequences)  # the data root's groups are not the study's
+    assert not studied[0].finished()
+    groups_done(groups, s.train_sequences)
+    assert studied[0].finished()
+    for before, after in zip(plain[1:], studied[1:], strict=True):
+        if after.kind != "pretrain":
+            assert after.argv == before.argv  # fine-tuning identical in every study
+            continue
+        added = [f"data.train.groups_root={groups}", "data.train.group_params.ground_patches.size=2.0"]
+        assert [x for x in after.overrides if x not in added] == before.overrides
+        assert all(x in after.overrides for x in added) and after.argv[-len(after.overrides):] == after.overrides
+    with pytest.raises(SystemExit):
+        le.parse_args(["--pretrain-set", f"data.train.groups_root={groups}"])  # the benchmark sets it
+
+
 def test_plan_ablation_rows_and_finished_groups(tmp_path):
     s = settings(tmp_path, rows=["scratch", "iscc", "occ2", "occ8", "full200"], fractions=[1.0], seeds=[0])
     groups_done(s.data, s.train_sequences)
@@ -644,7 +666,8 @@ def test_render_markdown_from_a_record():
 def fake_study() -> dict:
     """A study record: 1000 pretraining steps and a mask ratio, ISCC +6.25 on both seeds at 1%."""
     record = fake_record()
-    record["settings"].update(pretrain_steps=1000, pretrain_set=["data.train.mask_ratio=0.5"])
+    record["settings"].update(pretrain_steps=1000, pretrain_set=["data.train.mask_ratio=0.5"],
+                              preprocess_set=["ground_patches.size=2.0"])
     record["code"] = dict(CODE, dirty=True)
     for run in record["runs"]:
         if (run["row"], run["fraction"], run["seed"]) == ("iscc", 1.0, 1):
@@ -662,7 +685,8 @@ def studies_markdown(record: Path, study: Path) -> list[str]:
             "| pretraining | No Pre-training | Ours (ISCC) | ISCC - scratch [95% CI] | per seed | commit | record |",
             "|---|---|---|---|---|---|---|",
             f"| 500 steps | 37.5 (n=2) | 40.6 (n=2) | +3.1 [-36.6, +42.8] | 0: +6.2, 1: +0.0 | `439dd03` | {record} |",
-            "| 1000 steps with data.train.mask_ratio=0.5 | 37.5 (n=2) | 43.8 (n=2) | +6.2 [+6.2, +6.2] | "
+            "| 1000 steps with data.train.mask_ratio=0.5; groups with ground_patches.size=2.0 | 37.5 (n=2) | "
+            "43.8 (n=2) | +6.2 [+6.2, +6.2] | "
             f"0: +6.2, 1: +6.2 | `439dd03` (dirty) | {study} |",
             "",
             "mIoU (%) at 1% labels on the held-out sequence, the mean over n seeds, fine-tuning identical in every "
@@ -690,7 +714,7 @@ def test_render_readme_replaces_the_marked_blocks_only(tmp_path):
     assert readme.read_bytes() == rendered  # generated, so stable
     assert le.render_markdown(fake_study())[-1].startswith(
         "Measured at commit `439dd03` (code hash `c0dec0dec0de`, dirty): pretraining 1000 steps with "
-        "data.train.mask_ratio=0.5, fine-tuning 250 steps")
+        "data.train.mask_ratio=0.5; groups with ground_patches.size=2.0, fine-tuning 250 steps")
 
 
 def test_a_study_that_cannot_be_compared_leaves_the_page(tmp_path):

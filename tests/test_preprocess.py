@@ -136,6 +136,64 @@ def test_other_parameters_refuse_to_mix(tiny_dataset, reference_run, tmp_path):
         pipeline.run(tiny_dataset, ["01"], cfg("grouping.voxel_size=0.3"), out=tmp_path / "out", progress=False)
 
 
+def test_outputs_made_before_ground_patches_existed_still_count(tiny_dataset, reference_run, tmp_path):
+    """A manifest written before the ground_patches section existed reads its default (no
+    patches): the rerun finds the sequence complete; asking for patches is a change."""
+    ref, _ = reference_run
+    shutil.copytree(ref, tmp_path / "out")
+    manifest_path = tmp_path / "out" / "sequences" / "01" / "groups" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["config"]["ground_patches"]
+    manifest_path.write_text(json.dumps(manifest))
+    summary = pipeline.run(tiny_dataset, ["01"], cfg(), out=tmp_path / "out", progress=False)
+    assert summary.sequences["01"]["status"] == "already complete"
+    with pytest.raises(VoxsegError, match="manifest.json: these groups were made with other parameters"):
+        pipeline.run(tiny_dataset, ["01"], cfg("ground_patches.size=2.0"), out=tmp_path / "out", progress=False)
+
+
+def test_ground_patches_group_the_ground_by_cell(tiny_dataset, tmp_path):
+    """With ground_patches.size, road points are grouped by bird's-eye-view cell: each patch lies
+    in one size x size cell of the window's frame and holds >= min_points of its stacked points;
+    the object groups are those of a run without patches, and patch ids follow theirs."""
+    plain = pipeline.run(tiny_dataset, ["01"], cfg(), out=tmp_path / "plain", progress=False)
+    patched = pipeline.run(tiny_dataset, ["01"], cfg("ground_patches.size=2.0"), out=tmp_path / "patched",
+                           progress=False)
+    assert plain.sequences["01"]["status"] == patched.sequences["01"]["status"] == "complete"
+    seq = sk.sequence_dir(tiny_dataset, "01")
+    poses = pipeline.stacking.lidar_poses(seq / "calib.txt", seq / "poses.txt")
+    from voxseg.data.groups import read_window_ids
+
+    window = "00000.npz"  # scans 000000 and 000001 (window 2, stride 1), stacked in scan 0's frame
+    ids, points = [], []
+    for k, frame in enumerate(("000000", "000001")):
+        base = read_window_ids(tmp_path / "plain" / "sequences" / "01" / "groups" / "windows" / window, frame)
+        mine = read_window_ids(tmp_path / "patched" / "sequences" / "01" / "groups" / "windows" / window, frame)
+        grouped = base >= 0
+        assert np.array_equal(mine[grouped], base[grouped])  # the object groups are untouched
+        assert (mine[~grouped] == -1).mean() < 0.5  # most ground points now have a patch
+        scan = sk.read_scan(seq / "velodyne" / f"{frame}.bin")
+        points.append(pipeline.stacking.transform(scan, np.linalg.inv(poses[0]) @ poses[k])[~grouped])
+        ids.append(mine[~grouped])
+        semantic, _ = sk.read_label(seq / "labels" / f"{frame}.label", len(scan))
+        assert (mine[semantic == 40] >= 0).mean() > 0.9  # road
+    ids, points = np.concatenate(ids), np.concatenate(points)
+    patches = np.unique(ids[ids >= 0])
+    first_patch = max(read_window_ids(tmp_path / "plain" / "sequences" / "01" / "groups" / "windows" / window,
+                                      f).max() for f in ("000000", "000001")) + 1
+    assert patches.min() == first_patch and len(patches) > 10
+    for patch in patches:
+        cells = np.unique(np.floor(points[ids == patch, :2] / 2.0), axis=0)
+        assert len(cells) == 1 and (ids == patch).sum() >= 20
+
+
+def test_ground_patches_number_cells_by_size():
+    """Hand-computed: cells of 1 m, min 2 points; the 3-point cell first, single points stay -1."""
+    points = np.array([[0.1, 0.1, 0], [0.9, 0.2, 0], [0.5, 0.5, 0],  # cell (0, 0): 3 points
+                       [1.5, 0.1, 0], [1.2, 0.9, 0],  # cell (1, 0): 2 points
+                       [-0.5, 0.5, 0]])  # cell (-1, 0): 1 point
+    assert pipeline.ground_patches(points, 1.0, 2).tolist() == [0, 0, 0, 1, 1, -1]
+
+
 # ------------------------------------------------------------------------------ bad input
 @pytest.fixture
 def copy(tiny_dataset, tmp_path):

@@ -314,7 +314,9 @@ def _check_dataclass(value: Any, schema: type, prefix: str, cfg: LoadedConfig) -
         elif field.default is not dataclasses.MISSING:
             out[name] = copy.deepcopy(field.default)
         elif field.default_factory is not dataclasses.MISSING:
-            out[name] = field.default_factory()
+            default = field.default_factory()  # a missing section resolves to its defaults, as a mapping
+            is_instance = dataclasses.is_dataclass(default) and not isinstance(default, type)
+            out[name] = dataclasses.asdict(default) if is_instance else default
         else:
             raise _error(cfg, where, f"missing required key '{name}'")
     return out
