@@ -58,6 +58,12 @@ recorded), and every run that depends on a job that runs again (a fine-tune on a
 encoder), is moved to OUT/stale/ and rerun, one line each saying why. A run whose launch finds
 the code changed since the benchmark started fails instead of mixing code.
 
+With --record, the record is written after every fine-tune that finishes ("complete": false
+until every planned one is measured), and a later invocation with the same settings and the same
+code hash takes the record's runs as finished (carry_recorded): a protocol longer than one
+machine's life continues from the record committed to the repository, where its run folders are
+gone; only the fine-tunes it lacks run, and the pretrainings they need.
+
 --verify NAME [NAME ...] reruns finished runs of the plan (a fine-tune such as scratch/1pct_seed0,
 or a pretraining such as pretrain_iscc) into OUT/verify/ with the same command and compares them
 with the originals: the same mIoU to the last digit and every tensor of the checkpoint equal
@@ -82,6 +88,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -252,8 +259,13 @@ class Job:
     seed: int | None = None
     overrides: list[str] = field(default_factory=list)
     done_check: Callable[[], bool] | None = None  # preprocess: whether its output is complete
+    # held by the record (carry_recorded): a fine-tune's run entry, or {} for a pretraining that no
+    # unrecorded fine-tune needs; such a job is finished without a folder
+    recorded: dict | None = None
 
     def finished(self) -> bool:
+        if self.recorded is not None:
+            return True
         if self.done_check is not None:
             return self.done_check()
         if self.kind == "pretrain":
@@ -261,7 +273,8 @@ class Job:
         return (self.run_dir / "metrics.json").is_file()
 
     def resumable(self) -> bool:
-        return self.kind != "preprocess" and (self.run_dir / "checkpoints" / "last.pt").is_file()
+        return (self.kind != "preprocess" and self.recorded is None
+                and (self.run_dir / "checkpoints" / "last.pt").is_file())
 
     def command(self) -> list[str]:
         return self.argv + (["--resume"] if self.resumable() and not self.finished() else [])
@@ -409,7 +422,7 @@ def stale_runs(jobs: list[Job], code: dict) -> dict[str, str]:
     will_run: set[str] = set()
     stale: dict[str, str] = {}
     for job in jobs:
-        if job.kind != "preprocess" and (job.finished() or job.resumable()):
+        if job.kind != "preprocess" and job.recorded is None and (job.finished() or job.resumable()):
             made_by = recorded_code(job.run_dir)
             rerun_first = [d for d in job.after if d in will_run]
             if made_by is None:
@@ -463,11 +476,12 @@ def tail(path: Path, lines: int = 12) -> str:
 
 
 def run_jobs(jobs: list[Job], parallel: int, launch: Callable[[Job], object] = start_process,
-             poll_s: float = 2.0, say: Callable[[str], None] = print) -> dict[str, str]:
+             poll_s: float = 2.0, say: Callable[[str], None] = print,
+             on_done: Callable[[Job, dict[str, str]], object] | None = None) -> dict[str, str]:
     """Run `jobs` (in list order as they become ready), `parallel` at a time; a job starts once
     every job in its `after` has succeeded and is skipped if one failed; one whose launch is
-    refused (BenchError) fails. Finished jobs are not run again. Returns each job's status:
-    reused, done, failed or skipped."""
+    refused (BenchError) fails. Finished jobs are not run again. `on_done(job, status)` is called
+    after each job that succeeds. Returns each job's status: reused, done, failed or skipped."""
     status: dict[str, str] = {}
     for job in jobs:
         if job.finished():
@@ -519,6 +533,8 @@ def run_jobs(jobs: list[Job], parallel: int, launch: Callable[[Job], object] = s
                         if rc == 0 and job.finished():
                             status[name] = "done"
                             say(f"{time.strftime('%H:%M:%S')} done  {name} in {took:.1f} min")
+                            if on_done is not None:
+                                on_done(job, status)
                         else:
                             status[name] = "failed"
                             why = f"exit status {rc}" if rc else "exited without its output"
@@ -659,6 +675,9 @@ def read_results(jobs: list[Job], status: dict[str, str], steps: int) -> dict[tu
     for job in jobs:
         if job.kind != "finetune" or status.get(job.name) not in ("done", "reused"):
             continue
+        if job.recorded is not None:
+            miou[(job.row, job.fraction, job.seed)] = float(job.recorded["miou"])
+            continue
         path = job.run_dir / "metrics.json"
         metrics = json.loads(path.read_text())
         if metrics.get("step") != steps:
@@ -672,8 +691,7 @@ def check_subsets(jobs: list[Job], status: dict[str, str]) -> int:
     groups: dict[tuple[float, int], dict[str, str]] = {}
     for job in jobs:
         if job.kind == "finetune" and status.get(job.name) in ("done", "reused"):
-            path = job.run_dir / "label_subset.txt"
-            groups.setdefault((job.fraction, job.seed), {})[job.name] = path.read_text()
+            groups.setdefault((job.fraction, job.seed), {})[job.name] = subset_digest(job)
     for (fraction, seed), subsets in groups.items():
         first = next(iter(subsets.values()))
         differ = [name for name, text in subsets.items() if text != first]
@@ -683,18 +701,78 @@ def check_subsets(jobs: list[Job], status: dict[str, str]) -> int:
     return len(groups)
 
 
+def subset_digest(job: Job) -> str:
+    """The sha256 of a finished fine-tune's label_subset.txt (the labelled scans it trained on),
+    from its folder or its record entry."""
+    if job.recorded is not None:
+        return job.recorded["label_subset_sha256"]
+    return hashlib.sha256((job.run_dir / "label_subset.txt").read_bytes()).hexdigest()
+
+
 def run_records(jobs: list[Job], miou: dict[tuple[str, float, int], float], out: Path) -> list[dict]:
     """One entry per measured fine-tune: row, fraction, seed, mIoU (0..1, as metrics.json), its
-    folder under `out` and the code that made it (its code.json)."""
+    folder under `out`, the code that made it (its code.json) and the digest of its labelled
+    scans; a run the record held (carry_recorded) keeps its entry."""
     records = []
     for job in jobs:
         key = (job.row, job.fraction, job.seed)
         if job.kind == "finetune" and key in miou:
+            if job.recorded is not None:
+                records.append(dict(job.recorded))
+                continue
             code = recorded_code(job.run_dir) or {}
             records.append({"row": job.row, "fraction": job.fraction, "seed": job.seed, "miou": miou[key],
                             "run_dir": job.run_dir.relative_to(out).as_posix(), "commit": code.get("commit"),
-                            "code_hash": code.get("code_hash"), "dirty": code.get("dirty")})
+                            "code_hash": code.get("code_hash"), "dirty": code.get("dirty"),
+                            "label_subset_sha256": subset_digest(job)})
     return records
+
+
+# the settings a record's runs must share with this benchmark to stand for its runs (the paths of
+# the data and the output may differ: another worktree or machine)
+CARRIED_SETTINGS = ("train_sequences", "val_sequence", "val_scans", "pretrain_steps", "pretrain_set", "preprocess_set",
+                    "finetune_steps", "voxel_size")
+
+
+def carry_recorded(jobs: list[Job], record_path: Path, s: Settings, val_scans: int) -> list[str]:
+    """Let the record's runs stand for this benchmark's: a long protocol then continues across
+    machines and sessions from the record in the repository, whose run folders are gone. A run
+    entry counts when the record has this benchmark's settings (CARRIED_SETTINGS and the label
+    config's name), the entry this code's hash, and its folder here holds no finished run; it
+    marks the fine-tune finished (Job.recorded). A pretraining whose fine-tunes are all finished
+    is marked too, so it is not made again for nothing. Returns one line per reason a record or
+    run does not count (none when the record does not exist)."""
+    if not record_path.is_file():
+        return []
+    record = load_record(record_path)
+    mine = dict(summary_settings(s, 0, val_scans), label_config=s.label_config.name)
+    theirs = dict(record["settings"], label_config=Path(record["settings"].get("label_config", "")).name)
+    differ = [k for k in (*CARRIED_SETTINGS, "label_config") if theirs.get(k, [] if k.endswith("_set") else None)
+              != mine[k]]
+    if differ:
+        return [f"{record_path}: not carried over, its settings differ ({', '.join(differ)})"]
+    entries = {(r["row"], float(r["fraction"]), int(r["seed"])): r for r in record["runs"]}
+    lines, carried = [], 0
+    for job in jobs:
+        entry = entries.get((job.row, job.fraction, job.seed)) if job.kind == "finetune" else None
+        if entry is None or job.finished():
+            continue
+        if entry.get("code_hash") != s.code["code_hash"] or "label_subset_sha256" not in entry:
+            lines.append(f"{job.name}: the record's run is not carried over (made by "
+                         f"{describe_code(entry) if entry.get('code_hash') else 'unrecorded code'}"
+                         f"{'' if 'label_subset_sha256' in entry else ', its labelled scans unrecorded'})")
+            continue
+        job.recorded = entry
+        carried += 1
+    for job in jobs:
+        if job.kind == "pretrain" and not job.finished():
+            needed_by = [j for j in jobs if job.name in j.after]
+            if needed_by and all(j.finished() for j in needed_by):
+                job.recorded = {}
+    if carried:
+        lines.append(f"{carried} fine-tune{'s' if carried != 1 else ''} carried over from {record_path} "
+                     "(same settings, same code)")
+    return lines
 
 
 def paired_interval(differences: list[float], level: float = CI_LEVEL) -> tuple[float, list[float] | None]:
@@ -875,6 +953,10 @@ def render_markdown(record: dict, source: str = "benchmarks/results/label_effici
         lines.append(f"| {ROWS[row].name} | " + " | ".join(texts) + " |")
     commit = "no commit" if code["commit"] is None else f"commit `{code['commit'][:7]}`"
     gpu = f" ({machine['gpu']})" if machine.get("gpu") else ""
+    if not record.get("complete", True):
+        lines += ["", f"**In progress**: {len(record['runs'])} of "
+                  f"{sum(len(seeds) for by_fraction in cells.values() for seeds in by_fraction.values())} fine-tunes "
+                  "measured so far; the same command at the same commit continues it from this record."]
     lines += ["", verdict(summary["target"]), "",
               f"Measured at {commit} (code hash `{code['code_hash'][:12]}`{', dirty' if code['dirty'] else ''}): "
               f"pretraining {describe_pretraining(settings)}, fine-tuning {settings['finetune_steps']} steps "
@@ -1074,19 +1156,25 @@ def settings_from(args: argparse.Namespace, code: dict) -> Settings:
                     voxel_size=args.voxel_size, device=args.device, num_classes=num_classes)
 
 
+def summary_settings(s: Settings, parallel: int, val_scans: int) -> dict:
+    """The settings as OUT/summary.json and the record hold them."""
+    return {"data": str(s.data), "train_sequences": s.train_sequences, "val_sequence": s.val_sequence,
+            "val_scans": val_scans, "label_config": str(s.label_config), "cells": cells_json(s.cells),
+            "pretrain_steps": s.pretrain_steps, "pretrain_set": s.pretrain_set, "preprocess_set": s.preprocess_set,
+            "finetune_steps": s.finetune_steps, "voxel_size": s.voxel_size, "device": s.device, "jobs": parallel,
+            "out": str(s.out)}
+
+
 def summary_document(s: Settings, jobs: list[Job], status: dict[str, str], miou: dict[tuple[str, float, int], float],
                      machine: dict, parallel: int, val_scans: int, elapsed: float) -> dict:
     """OUT/summary.json and the record: the settings, the code, the machine, every run, the table
-    and the verdict, the jobs' status and the elapsed time."""
+    and the verdict, whether every planned fine-tune is measured, the jobs' status and the
+    elapsed time."""
     summary = summarize(miou, s.cells)
     summary.update(
-        settings={"data": str(s.data), "train_sequences": s.train_sequences, "val_sequence": s.val_sequence,
-                  "val_scans": val_scans, "label_config": str(s.label_config), "cells": cells_json(s.cells),
-                  "pretrain_steps": s.pretrain_steps, "pretrain_set": s.pretrain_set,
-                  "preprocess_set": s.preprocess_set, "finetune_steps": s.finetune_steps,
-                  "voxel_size": s.voxel_size, "device": s.device, "jobs": parallel, "out": str(s.out)},
-        code=s.code, machine=machine, runs=run_records(jobs, miou, s.out), status=status,
-        failed=sorted(n for n, st in status.items() if st in ("failed", "skipped")), elapsed_s=elapsed)
+        settings=summary_settings(s, parallel, val_scans), code=s.code, machine=machine,
+        runs=run_records(jobs, miou, s.out), complete=len(miou) == sum(job.kind == "finetune" for job in jobs),
+        status=status, failed=sorted(n for n, st in status.items() if st in ("failed", "skipped")), elapsed_s=elapsed)
     return summary
 
 
@@ -1114,6 +1202,9 @@ def main(argv: list[str] | None = None) -> int:
     for job in jobs:
         if job.kind != "preprocess" and job.finished():
             check_reused(job)
+    if args.record is not None and not args.verify:
+        for line in carry_recorded(jobs, args.record, s, val_scans):
+            print(line, flush=True)
     if args.verify:
         stale = stale_runs(jobs, s.code)
         made_by_other = [name for name in args.verify if name in stale]
@@ -1143,11 +1234,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  estimate on a busy 2-core CPU at 0.2 m voxels: {low / 60:.0f}-{high / 60:.0f} min "
               "(a GPU is faster, smaller voxels slower)", flush=True)
 
-    status = run_jobs(jobs, args.jobs)
+    machine = machine_info(s.device)
+
+    def document(status: dict[str, str]) -> dict:
+        miou = read_results(jobs, status, s.finetune_steps)
+        check_subsets(jobs, status)
+        return summary_document(s, jobs, status, miou, machine, args.jobs, val_scans, time.perf_counter() - start)
+
+    def record_progress(status: dict[str, str]) -> None:
+        """After each fine-tune: the record so far (complete false), so that what finished
+        stands in the repository however the benchmark ends (carry_recorded continues it)."""
+        summary = document(status)
+        if args.record is not None and record_problem(summary) is None:
+            args.record.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(args.record, json.dumps(summary, indent=2) + "\n")
+
+    def on_done(job: Job, status: dict[str, str]) -> None:
+        if job.kind == "finetune":
+            record_progress(status)
+
+    status = run_jobs(jobs, args.jobs, on_done=on_done)
     elapsed = time.perf_counter() - start
-    miou = read_results(jobs, status, s.finetune_steps)
+    summary = document(status)
     compared = check_subsets(jobs, status)
-    summary = summary_document(s, jobs, status, miou, machine_info(s.device), args.jobs, val_scans, elapsed)
     atomic.write_text(s.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     failed = summary["failed"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -437,6 +438,7 @@ def finish(job, code: dict | None, miou=0.5) -> None:
         (job.run_dir / "checkpoints" / "encoder.pt").write_text("x")
     else:
         (job.run_dir / "metrics.json").write_text(json.dumps({"step": 5, "miou": miou}))
+        (job.run_dir / "label_subset.txt").write_text(f"{job.fraction} {job.seed}\n")
     if code is not None:
         (job.run_dir / "code.json").write_text(json.dumps(code))
 
@@ -763,11 +765,13 @@ def test_summary_document_and_when_it_may_be_the_record(tmp_path):
     miou = le.read_results(jobs, status, 5)
     machine = fake_record()["machine"]
     summary = le.summary_document(s, jobs, status, miou, machine, 2, 40, 60.0)
+    subset = hashlib.sha256(b"1.0 0\n").hexdigest()
     assert summary["runs"] == [
         {"row": "scratch", "fraction": 1.0, "seed": 0, "miou": 0.25, "run_dir": "scratch/1pct_seed0",
-         "commit": CODE["commit"], "code_hash": CODE["code_hash"], "dirty": False},
+         "commit": CODE["commit"], "code_hash": CODE["code_hash"], "dirty": False, "label_subset_sha256": subset},
         {"row": "iscc", "fraction": 1.0, "seed": 0, "miou": 0.3125, "run_dir": "iscc/1pct_seed0",
-         "commit": CODE["commit"], "code_hash": CODE["code_hash"], "dirty": False}]
+         "commit": CODE["commit"], "code_hash": CODE["code_hash"], "dirty": False, "label_subset_sha256": subset}]
+    assert summary["complete"] is True
     assert summary["settings"]["cells"] == {"scratch": {"1": [0]}, "iscc": {"1": [0]}}
     assert (summary["settings"]["pretrain_steps"], summary["settings"]["pretrain_set"]) == (7, [])
     studied = le.summary_document(settings(tmp_path, fractions=[1.0], seeds=[0], pretrain_set=["model.momentum=0.99"]),
@@ -786,45 +790,63 @@ def test_summary_document_and_when_it_may_be_the_record(tmp_path):
     assert le.record_problem(other) == "1 run was made by other code (scratch/1pct_seed0)"
 
 
-def test_main_prints_the_verdict_last_and_writes_the_record(tmp_path, monkeypatch, capsys):
-    """The whole benchmark with the tools faked: each launch writes code.json as start_process
-    does, then what the tool writes (ISCC 6.25 points above scratch at every seed)."""
+RUN_JOBS = le.run_jobs  # the real runner, which fake_benchmark wraps
+
+
+class Tool(FakeProcess):
+    """A faked tool that finishes at once, saving its config (its overrides applied) and, for a
+    fine-tune, ISCC 6.25 points above scratch at every seed."""
+
+    def poll(self):
+        self.polls = 1  # finishes at once
+        rc = super().poll()
+        config: dict = {}
+        for item in self.job.overrides:
+            key, _, raw = item.partition("=")
+            *parents, leaf = key.split(".")
+            node = config
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = yaml.safe_load(raw)
+        (self.job.run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+        if self.job.kind == "finetune":
+            miou = 0.3125 if self.job.row == "iscc" else 0.25
+            (self.job.run_dir / "metrics.json").write_text(json.dumps({"step": 5, "miou": miou}))
+        return rc
+
+
+def fake_benchmark(tmp_path: Path, monkeypatch, launched: list | None = None, stop_at: str | None = None):
+    """The whole benchmark with the tools faked (Tool): each launch writes code.json as
+    start_process does and is appended to `launched`; launching `stop_at` is a Ctrl-C. Returns
+    the argv (1%, seeds 0-4) and the record's path."""
     data, out, record = tmp_path / "data", tmp_path / "out", tmp_path / "results" / "label_efficiency.json"
     groups_done(data, ["00"])
-    (data / "sequences" / "02" / "velodyne").mkdir(parents=True)
+    (data / "sequences" / "02" / "velodyne").mkdir(parents=True, exist_ok=True)
     for i in range(3):
         (data / "sequences" / "02" / "velodyne" / f"{i:06d}.bin").write_bytes(b"")
 
-    class Tool(FakeProcess):
-        def poll(self):
-            self.polls = 1  # finishes at once
-            rc = super().poll()
-            config: dict = {}  # the config the tool saves: its overrides applied
-            for item in self.job.overrides:
-                key, _, raw = item.partition("=")
-                *parents, leaf = key.split(".")
-                node = config
-                for part in parents:
-                    node = node.setdefault(part, {})
-                node[leaf] = yaml.safe_load(raw)
-            (self.job.run_dir / "config.yaml").write_text(yaml.safe_dump(config))
-            if self.job.kind == "finetune":
-                miou = 0.3125 if self.job.row == "iscc" else 0.25
-                (self.job.run_dir / "metrics.json").write_text(json.dumps({"step": 5, "miou": miou}))
-            return rc
-
     def launch(job):
+        if job.name == stop_at:
+            raise KeyboardInterrupt
+        if launched is not None:
+            launched.append(job.name)
         job.run_dir.mkdir(parents=True, exist_ok=True)
         (job.run_dir / "code.json").write_text(json.dumps(job.code))
         return Tool(job)
 
-    run_jobs = le.run_jobs
-    monkeypatch.setattr(le, "run_jobs", lambda jobs, parallel: run_jobs(jobs, parallel, launch=launch, poll_s=0))
+    monkeypatch.setattr(le, "run_jobs", lambda jobs, parallel, **kw: RUN_JOBS(jobs, parallel, launch=launch, poll_s=0,
+                                                                              **kw))
     monkeypatch.setattr(le, "code_identity", lambda: CODE)
     monkeypatch.setattr(le, "machine_info", lambda device: fake_record()["machine"])
     argv = ["--data", str(data), "--train-sequences", "00", "--val-sequence", "02", "--fractions", "1",
             "--seeds", "0", "1", "2", "3", "4", "--pretrain-steps", "7", "--finetune-steps", "5", "--device", "cpu",
             "--out", str(out), "--record", str(record)]
+    return argv, record
+
+
+def test_main_prints_the_verdict_last_and_writes_the_record(tmp_path, monkeypatch, capsys):
+    argv, record = fake_benchmark(tmp_path, monkeypatch)
+    out = tmp_path / "out"
     assert le.main(argv) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1] == ("At 1% labels, ISCC - scratch = +6.25 mIoU (mean of 5 seeds, 95% CI [+6.25, +6.25]): "
@@ -864,3 +886,54 @@ def test_the_readme_tables_are_generated_from_the_committed_records(tmp_path):
     page.write_bytes(le.RESULTS_PAGE.read_bytes())
     le.render_readme_file(le.RECORD, page, le.STUDIES)
     assert page.read_bytes() == le.RESULTS_PAGE.read_bytes()
+
+
+def test_a_protocol_continues_from_its_record_where_the_run_folders_are_gone(tmp_path, monkeypatch, capsys):
+    """Interrupted after 7 fine-tunes, the benchmark has recorded them (complete false); on another
+    machine (no run folders) the same command runs only the rest, and its record equals an
+    uninterrupted one's measurements."""
+    launched: list = []
+    argv, record = fake_benchmark(tmp_path, monkeypatch, launched, stop_at="iscc/1pct_seed3")
+    with pytest.raises(KeyboardInterrupt):
+        le.main(argv)
+    partial = json.loads(record.read_text())
+    done = [name for name in launched if name.startswith(("scratch/", "iscc/"))]
+    assert partial["complete"] is False and len(partial["runs"]) == len(done) == 7
+    assert [f"{r['row']}/1pct_seed{r['seed']}" for r in partial["runs"]] == done  # seeds 0-2, scratch seed 3
+    shutil.rmtree(tmp_path / "out")  # another machine: only the repository's record is left
+    launched.clear()
+    argv, record = fake_benchmark(tmp_path, monkeypatch, launched)
+    assert le.main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert f"7 fine-tunes carried over from {record} (same settings, same code)" in printed
+    assert launched == ["pretrain_iscc", "scratch/1pct_seed4", "iscc/1pct_seed3", "iscc/1pct_seed4"]
+    final = json.loads(record.read_text())
+    assert final["complete"] is True and final["runs"][:7] == partial["runs"]
+    assert [(r["row"], r["seed"], r["miou"]) for r in final["runs"]] == \
+        [(row, seed, 0.25 if row == "scratch" else 0.3125) for seed in range(5) for row in ("scratch", "iscc")]
+    assert final["target"]["met"] is True
+    # every fine-tune recorded: nothing runs, not even the pretraining
+    shutil.rmtree(tmp_path / "out")
+    launched.clear()
+    assert le.main(argv) == 0 and launched == []
+    # the record of other settings or other code stands for nothing
+    monkeypatch.setattr(le, "code_identity", lambda: CODE | {"code_hash": "d" * 64})
+    shutil.rmtree(tmp_path / "out")
+    assert le.main(argv) == 0 and len(launched) == 11
+    assert "scratch/1pct_seed0: the record's run is not carried over (made by code c0dec0dec0de (commit 439dd03))" \
+        in capsys.readouterr().out.splitlines()
+    jobs = le.plan(settings(tmp_path, fractions=[1.0], seeds=[0], finetune_steps=6))
+    assert le.carry_recorded(jobs, record, settings(tmp_path, fractions=[1.0], seeds=[0], finetune_steps=6), 3) == \
+        [f"{record}: not carried over, its settings differ (train_sequences, finetune_steps)"]
+    assert not any(job.recorded is not None for job in jobs)
+
+
+def test_a_partial_record_renders_its_measured_cells_and_says_so():
+    record = fake_record()
+    record["runs"] = [r for r in record["runs"] if r["fraction"] == 1.0]
+    record["complete"] = False
+    lines = le.render_markdown(record)
+    total = sum(len(seeds) for by_fraction in record["settings"]["cells"].values() for seeds in by_fraction.values())
+    assert (f"**In progress**: {len(record['runs'])} of {total} fine-tunes measured so far; the same command at the "
+            "same commit continues it from this record.") in lines
+    assert "**In progress**" not in "\n".join(le.render_markdown(fake_record()))
