@@ -46,8 +46,8 @@ also rewrites the studies table there: the recorded protocol, then each study.
 Every run is a subprocess of the real tool (tools/preprocess.py, tools/pretrain.py,
 tools/finetune.py) with train.threads=1 and its output in its own folder: OUT/pretrain_ROW and
 OUT/ROW/<fraction>pct_seed<seed> (its tool's log in bench.log). --jobs of them run at a time (2:
-one per core): scratch fine-tunes run while the pretraining runs, pretrained ones wait for their
-encoder. Each run folder records the code that made it (code.json: benchmarks.common.
+one per core): scratch fine-tunes run while the first pretraining runs, pretrained ones wait
+for their encoder, and rows complete one after another (plan). Each run folder records the code that made it (code.json: benchmarks.common.
 code_identity, a hash of every Python and YAML file of voxseg/, preprocessing/, configs/ and
 tools/, the git commit and whether the code differed from it). A finished run (metrics.json;
 encoder.pt for a pretraining) is reused only if its config.yaml has this benchmark's settings
@@ -340,12 +340,14 @@ def pretrain_overrides(s: Settings, row: str, run_dir: Path) -> list[str]:
 
 
 def plan(s: Settings) -> list[Job]:
-    """Every job, in the order they should start: preprocessing, the pretrainings (the long
-    ones, on the critical path), then the fine-tunes fraction by fraction, smallest first, and
-    seed by seed, each row that runs that (fraction, seed) in turn. A pretrained fine-tune waits
-    for its encoder, so the scratch ones fill the free core meanwhile; once the encoder is there
-    the smallest fraction's pairs finish first, and an interrupted benchmark has the comparisons
-    that matter most."""
+    """Every job, in the order they should start: preprocessing, then row by row each
+    pretraining followed by its fine-tunes, the scratch fine-tunes after the first pretraining
+    (they fill the free core while it runs); fine-tunes fraction by fraction, smallest first,
+    then seed by seed. run_jobs starts the first ready job in this order, so a row's fine-tunes
+    start as soon as its encoder exists, and the next pretraining takes a core only when no
+    fine-tune is ready: each row completes before the rows after it, and a benchmark stopped
+    half-way (a session's end) has whole rows, which its record carries over (carry_recorded),
+    and at most the pretrainings in flight to redo."""
     py = sys.executable
     jobs: list[Job] = []
     prep: list[str] = []
@@ -359,15 +361,11 @@ def plan(s: Settings) -> list[Job]:
                        done_check=lambda: groups_complete(s.groups_root, s.train_sequences))
         jobs.append(prep_job)
         prep = [prep_job.name]
-    for row in pretrained_rows:
-        run_dir = pretrain_dir(s.out, row)
-        overrides = pretrain_overrides(s, row, run_dir)
-        jobs.append(Job(f"pretrain_{row}", "pretrain",
-                        [py, str(ROOT / "tools" / "pretrain.py"), "--config", str(s.pretrain_config), *overrides],
-                        run_dir, s.code, after=list(prep), row=row, overrides=overrides))
-    for fraction in s.fractions:
-        for seed in s.cells[SCRATCH][fraction]:
-            for row in [r for r in s.rows if seed in s.cells[r].get(fraction, [])]:
+
+    def finetunes(row: str) -> list[Job]:
+        out = []
+        for fraction, seeds in s.cells[row].items():
+            for seed in seeds:
                 run_dir = finetune_dir(s.out, row, fraction, seed)
                 overrides = finetune_overrides(s, fraction, seed, run_dir)
                 argv = [py, str(ROOT / "tools" / "finetune.py"), "--config", str(s.finetune_config)]
@@ -375,8 +373,19 @@ def plan(s: Settings) -> list[Job]:
                 if ROWS[row].overrides is not None:
                     argv += ["--pretrained", str(pretrain_dir(s.out, row) / "checkpoints" / "encoder.pt")]
                     after = [f"pretrain_{row}"]
-                jobs.append(Job(f"{row}/{run_dir.name}", "finetune", argv + overrides, run_dir, s.code, after=after,
-                                row=row, fraction=fraction, seed=seed, overrides=overrides))
+                out.append(Job(f"{row}/{run_dir.name}", "finetune", argv + overrides, run_dir, s.code, after=after,
+                               row=row, fraction=fraction, seed=seed, overrides=overrides))
+        return out
+
+    if not pretrained_rows:
+        return jobs + finetunes(SCRATCH)
+    for i, row in enumerate(pretrained_rows):
+        run_dir = pretrain_dir(s.out, row)
+        overrides = pretrain_overrides(s, row, run_dir)
+        jobs.append(Job(f"pretrain_{row}", "pretrain",
+                        [py, str(ROOT / "tools" / "pretrain.py"), "--config", str(s.pretrain_config), *overrides],
+                        run_dir, s.code, after=list(prep), row=row, overrides=overrides))
+        jobs += (finetunes(SCRATCH) if i == 0 else []) + finetunes(row)
     return jobs
 
 

@@ -137,10 +137,10 @@ def test_plan_scratch_independent_pretrained_after_encoder_identical_settings(tm
     assert len(scratch) == len(iscc) == 8
     assert all(j.after == [] for j in scratch) and all(j.after == ["pretrain_iscc"] for j in iscc)
     assert all(j.code is CODE for j in jobs)
-    # smallest fraction first, scratch before ISCC in each (fraction, seed): the runner starts the
-    # ready jobs in this order, so scratch runs fill the free core while the encoder trains
+    # scratch after the pretraining, then its row, each smallest fraction first: the runner starts
+    # the ready jobs in this order, so scratch runs fill the free core while the encoder trains
     order = [(j.fraction, j.seed, j.row) for j in jobs if j.kind == "finetune"]
-    assert order == [(f, seed, row) for f in s.fractions for seed in (0, 1) for row in ("scratch", "iscc")]
+    assert order == [(f, seed, row) for row in ("scratch", "iscc") for f in s.fractions for seed in (0, 1)]
     encoder = str(s.out / "pretrain_iscc" / "checkpoints" / "encoder.pt")
     for a in scratch:
         b = by_name[f"iscc/{a.run_dir.name}"]
@@ -192,6 +192,33 @@ def test_preprocess_set_makes_groups_of_its_own_and_every_pretraining_reads_them
         assert all(x in after.overrides for x in added) and after.argv[-len(after.overrides):] == after.overrides
     with pytest.raises(SystemExit):
         le.parse_args(["--pretrain-set", f"data.train.groups_root={groups}"])  # the benchmark sets it
+
+
+def test_rows_complete_one_after_another(tmp_path):
+    """Row by row: a row's fine-tunes start as soon as its encoder exists, before the next
+    pretraining, which takes a core only when no fine-tune is ready; so a benchmark stopped
+    half-way has whole rows."""
+    s = settings(tmp_path, rows=["scratch", "iscc", "occ2", "local"], fractions=[1.0], seeds=[0, 1, 2])
+    groups_done(s.data, s.train_sequences)
+    jobs = le.plan(s)
+    assert [j.name for j in jobs] == ["preprocess", "pretrain_iscc", *(f"scratch/1pct_seed{k}" for k in range(3)),
+                                      *(f"iscc/1pct_seed{k}" for k in range(3)), "pretrain_occ2",
+                                      *(f"occ2/1pct_seed{k}" for k in range(3)), "pretrain_local",
+                                      *(f"local/1pct_seed{k}" for k in range(3))]
+    launched: list = []
+    FakeProcess.running = set()
+
+    def launch(job):
+        launched.append(job.name)
+        return FakeProcess(job)
+
+    le.run_jobs(jobs, 2, launch=launch, poll_s=0, say=lambda *_: None)
+    # every job takes two polls: pretrain_occ2 is done while the last ISCC fine-tune runs, and its
+    # row's fine-tunes then go before pretrain_local
+    assert launched == ["pretrain_iscc", "scratch/1pct_seed0", "scratch/1pct_seed1", "scratch/1pct_seed2",
+                        "iscc/1pct_seed0", "iscc/1pct_seed1", "iscc/1pct_seed2", "pretrain_occ2",
+                        "occ2/1pct_seed0", "occ2/1pct_seed1", "occ2/1pct_seed2", "pretrain_local",
+                        "local/1pct_seed0", "local/1pct_seed1", "local/1pct_seed2"]
 
 
 def test_plan_ablation_rows_and_finished_groups(tmp_path):
@@ -277,6 +304,12 @@ class FakeProcess:
         self.job, self.rc, self.polls = job, rc, 0
         FakeProcess.running.add(job.name)
         FakeProcess.peak = max(FakeProcess.peak, len(FakeProcess.running))
+
+    def send_signal(self, signum):  # Ctrl-C: run_jobs stops what runs
+        FakeProcess.running.discard(self.job.name)
+
+    def wait(self, timeout=None):
+        return 0
 
     def poll(self):
         self.polls += 1
@@ -856,8 +889,8 @@ def test_main_prints_the_verdict_last_and_writes_the_record(tmp_path, monkeypatc
     written = json.loads(record.read_text())
     assert written == json.loads((out / "summary.json").read_text())
     assert [(r["row"], r["seed"], r["miou"], r["code_hash"]) for r in written["runs"]] == \
-        [(row, seed, 0.25 if row == "scratch" else 0.3125, CODE["code_hash"]) for seed in range(5)
-         for row in ("scratch", "iscc")]
+        [(row, seed, 0.25 if row == "scratch" else 0.3125, CODE["code_hash"]) for row in ("scratch", "iscc")
+         for seed in range(5)]
     assert (written["code"], written["machine"]["cpus"], written["settings"]["val_scans"]) == (CODE, 2, 3)
     # rerun: everything reused; from dirty code nothing is reused and no record is written
     assert le.main(argv) == 0
@@ -889,28 +922,29 @@ def test_the_readme_tables_are_generated_from_the_committed_records(tmp_path):
 
 
 def test_a_protocol_continues_from_its_record_where_the_run_folders_are_gone(tmp_path, monkeypatch, capsys):
-    """Interrupted after 7 fine-tunes, the benchmark has recorded them (complete false); on another
-    machine (no run folders) the same command runs only the rest, and its record equals an
-    uninterrupted one's measurements."""
+    """Interrupted at its 9th fine-tune, the benchmark has recorded those that finished (complete
+    false); on another machine (no run folders) the same command runs only the rest (and the
+    pretraining they need), and its record holds the same measurements as an uninterrupted one."""
     launched: list = []
     argv, record = fake_benchmark(tmp_path, monkeypatch, launched, stop_at="iscc/1pct_seed3")
     with pytest.raises(KeyboardInterrupt):
         le.main(argv)
     partial = json.loads(record.read_text())
-    done = [name for name in launched if name.startswith(("scratch/", "iscc/"))]
-    assert partial["complete"] is False and len(partial["runs"]) == len(done) == 7
-    assert [f"{r['row']}/1pct_seed{r['seed']}" for r in partial["runs"]] == done  # seeds 0-2, scratch seed 3
+    done = [f"{r['row']}/1pct_seed{r['seed']}" for r in partial["runs"]]
+    assert partial["complete"] is False
+    assert done == [name for name in launched if "/" in name][:len(done)] and len(done) >= 7
     shutil.rmtree(tmp_path / "out")  # another machine: only the repository's record is left
     launched.clear()
     argv, record = fake_benchmark(tmp_path, monkeypatch, launched)
     assert le.main(argv) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert f"7 fine-tunes carried over from {record} (same settings, same code)" in printed
-    assert launched == ["pretrain_iscc", "scratch/1pct_seed4", "iscc/1pct_seed3", "iscc/1pct_seed4"]
+    assert f"{len(done)} fine-tunes carried over from {record} (same settings, same code)" in printed
+    every = [f"{row}/1pct_seed{seed}" for row in ("scratch", "iscc") for seed in range(5)]
+    assert launched == ["pretrain_iscc"] + [name for name in every if name not in done]
     final = json.loads(record.read_text())
-    assert final["complete"] is True and final["runs"][:7] == partial["runs"]
+    assert final["complete"] is True and final["runs"][:len(done)] == partial["runs"]
     assert [(r["row"], r["seed"], r["miou"]) for r in final["runs"]] == \
-        [(row, seed, 0.25 if row == "scratch" else 0.3125) for seed in range(5) for row in ("scratch", "iscc")]
+        [(row, seed, 0.25 if row == "scratch" else 0.3125) for row in ("scratch", "iscc") for seed in range(5)]
     assert final["target"]["met"] is True
     # every fine-tune recorded: nothing runs, not even the pretraining
     shutil.rmtree(tmp_path / "out")
