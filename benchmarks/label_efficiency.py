@@ -47,9 +47,10 @@ Every run is a subprocess of the real tool (tools/preprocess.py, tools/pretrain.
 tools/finetune.py) with train.threads=1 and its output in its own folder: OUT/pretrain_ROW and
 OUT/ROW/<fraction>pct_seed<seed> (its tool's log in bench.log). --jobs of them run at a time (2:
 one per core): scratch fine-tunes run while the first pretraining runs, pretrained ones wait
-for their encoder, and rows complete one after another (plan). Each run folder records the code that made it (code.json: benchmarks.common.
-code_identity, a hash of every Python and YAML file of voxseg/, preprocessing/, configs/ and
-tools/, the git commit and whether the code differed from it). A finished run (metrics.json;
+for their encoder, and rows complete one after another (plan). Each run folder records the code
+that made it (code.json: benchmarks.common.code_identity, a hash of every Python and YAML file of
+voxseg/, preprocessing/, configs/ and tools/, the git commit and whether the code differed from
+it). A finished run (metrics.json;
 encoder.pt for a pretraining) is reused only if its config.yaml has this benchmark's settings
 (otherwise the benchmark stops: the folder holds another experiment) and its code hash is this
 code's; an interrupted one (checkpoints/last.pt) resumes with --resume on the same terms, so an
