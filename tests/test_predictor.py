@@ -10,13 +10,26 @@ import shutil
 import numpy as np
 import open3d as o3d
 import pytest
+import torch
 
 from tests.helpers import ASIS_CONFIG, FINETUNE_CONFIG, SYNTHETIC_LABELS, asis_overrides, cli, finetune_overrides
+from voxseg import sparse
 from voxseg.data import point_files, semantic_kitti as sk
 from voxseg.data.labels import LabelConfig
 from voxseg.engine import finetune
 from voxseg.engine.predictor import Predictor
 from voxseg.errors import DataFormatError, VoxsegError
+
+
+@pytest.fixture
+def one_thread():
+    """One CPU thread here (the tools get --threads 1): with several, MinkowskiEngine's CPU kernels
+    sum in a varying order (voxseg.sparse.set_threads), and predictions compared byte for byte
+    could differ in their last bits."""
+    before = torch.get_num_threads()
+    sparse.set_threads(1)
+    yield
+    sparse.set_threads(before)
 
 
 def write_pcd(path, coord, intensity=None):
@@ -92,12 +105,12 @@ def asis_run(tiny_dataset, tmp_path_factory):
     return out
 
 
-def test_the_api_and_loose_files_predict_what_the_dataset_tool_writes(asis_run, tiny_dataset, tmp_path):
+def test_the_api_and_loose_files_predict_what_the_dataset_tool_writes(asis_run, tiny_dataset, tmp_path, one_thread):
     """The same scans predicted three ways give identical files: tools/infer.py --dataset, the
     Predictor on arrays and files, and tools/infer.py --input on .bin, .npy and .pcd copies."""
     checkpoint = asis_run / "checkpoints" / "last.pt"
     done = cli("tools/infer.py", "--checkpoint", str(checkpoint), "--dataset", str(tiny_dataset), "--sequences", "01",
-               "--out", str(tmp_path / "pred"))
+               "--out", str(tmp_path / "pred"), "--threads", "1")
     assert done.returncode == 0, done.stderr
     expected = tmp_path / "pred" / "sequences" / "01"
     frames = sorted(p.stem for p in (expected / "predictions").glob("*.label"))[:3]
@@ -125,7 +138,7 @@ def test_the_api_and_loose_files_predict_what_the_dataset_tool_writes(asis_run, 
     assert instances > 0, "no instance predicted: the scores comparison is vacuous"
 
     done = cli("tools/infer.py", "--checkpoint", str(checkpoint), "--input", str(loose), "--out", str(tmp_path / "out"),
-               "--ply")
+               "--ply", "--threads", "1")
     assert done.returncode == 0, done.stderr
     for frame in frames:
         assert (tmp_path / "out" / f"{frame}.label").read_bytes() == \
@@ -138,7 +151,7 @@ def test_the_api_and_loose_files_predict_what_the_dataset_tool_writes(asis_run, 
                            predictor.labels.rgb(semantic), atol=1 / 255)
 
 
-def test_a_model_reading_intensity_refuses_a_file_without_it_unless_filled(asis_run, tmp_path, rng):
+def test_a_model_reading_intensity_refuses_a_file_without_it_unless_filled(asis_run, tmp_path, rng, one_thread):
     checkpoint = asis_run / "checkpoints" / "last.pt"
     coord = rng.uniform(-10, 10, (200, 3)).astype(np.float32)
     write_pcd(tmp_path / "ros.pcd", coord)
