@@ -100,9 +100,37 @@ def code_identity(root: Path = ROOT, dirs: tuple[str, ...] = CODE_DIRS) -> dict:
     return {"code_hash": code_hash(root, dirs), "commit": commit.strip() if commit else None, "dirty": dirty}
 
 
+def cpu_identity(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU model and its widest vector instructions, e.g. 'Intel(R) Xeon(R) Processor (family 6
+    model 207, avx512)': CPU kernels take other code paths on other models, so a run repeats bit
+    for bit only on the same kind of CPU. Read from `cpuinfo` (Linux); elsewhere the platform's
+    processor name."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    isa = next((name for name, flag in (("avx512", "avx512f"), ("avx2", "avx2"), ("avx", "avx")) if flag in flags),
+               "no avx")
+    name = fields.get("model name", platform.processor() or platform.machine())
+    return f"{name} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, {isa})"
+
+
+def describe_cpus(machine: dict) -> str:
+    """'2 CPUs', or '2 CPUs (Intel(R) Xeon(R) Processor (family 6 model 207, avx512))' where the
+    record names the CPU (records made before cpu_identity do not)."""
+    return f"{machine['cpus']} CPUs" + (f" ({machine['cpu']})" if machine.get("cpu") else "")
+
+
 def machine_info(device: str) -> dict:
-    """Where a result was measured: OS, CPU, core count, Python, torch, MinkowskiEngine and the
-    device that `device` (auto | cpu | cuda[:N]) resolves to, with the GPU's name."""
+    """Where a result was measured: OS, CPU (cpu_identity), core count, Python, torch,
+    MinkowskiEngine and the device that `device` (auto | cpu | cuda[:N]) resolves to, with the
+    GPU's name."""
     import torch
 
     from voxseg.engine.device import pick_device
@@ -110,8 +138,8 @@ def machine_info(device: str) -> dict:
 
     resolved = pick_device(device, option="--device")
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "minkowskiengine": ME.__version__, "device": str(resolved),
+            "cpu": cpu_identity(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "minkowskiengine": ME.__version__, "device": str(resolved),
             "gpu": torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else None}
 
 

@@ -56,6 +56,7 @@ from benchmarks.common import (  # noqa: E402
     code_identity,
     commit_problem,
     describe_code,
+    describe_cpus,
     machine_info,
     read_record,
     recorded_code,
@@ -331,7 +332,7 @@ def render_markdown(record: dict, source: str = "benchmarks/results/instance_hea
             lines += [""] + [f"- {line}" for line in compared]
         gpu = f" ({machine['gpu']})" if machine.get("gpu") else ""
         lines += ["", f"Measured at commit `{code['commit'][:7]}` (code hash `{code['code_hash'][:12]}`): "
-                      f"{machine['platform']}, {machine['cpus']} CPUs, Python {machine['python']}, torch "
+                      f"{machine['platform']}, {describe_cpus(machine)}, Python {machine['python']}, torch "
                       f"{machine['torch']}, MinkowskiEngine {machine['minkowskiengine']}, device "
                       f"{machine['device']}{gpu}; {table['elapsed_s'] / 60:.0f} min of invocations in all."]
     return lines

@@ -68,8 +68,10 @@ gone; only the fine-tunes it lacks run, and the pretrainings they need.
 --verify NAME [NAME ...] reruns finished runs of the plan (a fine-tune such as scratch/1pct_seed0,
 or a pretraining such as pretrain_iscc) into OUT/verify/ with the same command and compares them
 with the originals: the same mIoU to the last digit and every tensor of the checkpoint equal
-(torch.equal). A recorded cell must reproduce exactly when rerun at its commit on the CPU; this
-checks it. The verifying fine-tune of a pretrained row starts from the original encoder.
+(torch.equal). A recorded cell must reproduce exactly when rerun at its commit on the same kind
+of CPU (each run records its CPU, benchmarks.common.cpu_identity: another model takes other code
+paths, and a run there is as different as another seed); this checks it. The verifying
+fine-tune of a pretrained row starts from the original encoder.
 
 Evaluation: the final validation that fine-tuning writes to metrics.json, on every scan of the
 held-out sequence (--val-sequence; synthetic: 04, 40 scans; train.val_every=0 and
@@ -114,6 +116,7 @@ from benchmarks.common import (  # noqa: E402
     code_identity,
     commit_problem,
     describe_code,
+    describe_cpus,
     machine_info,
     read_record,
     recorded_code,
@@ -719,10 +722,12 @@ def subset_digest(job: Job) -> str:
     return hashlib.sha256((job.run_dir / "label_subset.txt").read_bytes()).hexdigest()
 
 
-def run_records(jobs: list[Job], miou: dict[tuple[str, float, int], float], out: Path) -> list[dict]:
+def run_records(jobs: list[Job], miou: dict[tuple[str, float, int], float], out: Path,
+                cpu: str | None = None) -> list[dict]:
     """One entry per measured fine-tune: row, fraction, seed, mIoU (0..1, as metrics.json), its
-    folder under `out`, the code that made it (its code.json) and the digest of its labelled
-    scans; a run the record held (carry_recorded) keeps its entry."""
+    folder under `out`, the code that made it (its code.json), the digest of its labelled scans
+    and the CPU it ran on (`cpu`, machine_info's); a run the record held (carry_recorded) keeps
+    its entry."""
     records = []
     for job in jobs:
         key = (job.row, job.fraction, job.seed)
@@ -734,7 +739,7 @@ def run_records(jobs: list[Job], miou: dict[tuple[str, float, int], float], out:
             records.append({"row": job.row, "fraction": job.fraction, "seed": job.seed, "miou": miou[key],
                             "run_dir": job.run_dir.relative_to(out).as_posix(), "commit": code.get("commit"),
                             "code_hash": code.get("code_hash"), "dirty": code.get("dirty"),
-                            "label_subset_sha256": subset_digest(job)})
+                            "label_subset_sha256": subset_digest(job), "cpu": cpu})
     return records
 
 
@@ -744,14 +749,16 @@ CARRIED_SETTINGS = ("train_sequences", "val_sequence", "val_scans", "pretrain_st
                     "finetune_steps", "voxel_size")
 
 
-def carry_recorded(jobs: list[Job], record_path: Path, s: Settings, val_scans: int) -> list[str]:
+def carry_recorded(jobs: list[Job], record_path: Path, s: Settings, val_scans: int,
+                   cpu: str | None = None) -> list[str]:
     """Let the record's runs stand for this benchmark's: a long protocol then continues across
     machines and sessions from the record in the repository, whose run folders are gone. A run
     entry counts when the record has this benchmark's settings (CARRIED_SETTINGS and the label
     config's name), the entry this code's hash, and its folder here holds no finished run; it
     marks the fine-tune finished (Job.recorded). A pretraining whose fine-tunes are all finished
     is marked too, so it is not made again for nothing. Returns one line per reason a record or
-    run does not count (none when the record does not exist)."""
+    run does not count (none when the record does not exist), and one for what was carried,
+    naming the CPUs it ran on where they are not `cpu` (this machine's)."""
     if not record_path.is_file():
         return []
     record = load_record(record_path)
@@ -780,8 +787,11 @@ def carry_recorded(jobs: list[Job], record_path: Path, s: Settings, val_scans: i
             if needed_by and all(j.finished() for j in needed_by):
                 job.recorded = {}
     if carried:
+        cpus = sorted({str(job.recorded.get("cpu")) for job in jobs if job.recorded})
+        other = "" if cpus == [str(cpu)] else (f"; made on {', '.join(cpus)}, this is {cpu}: a run repeats bit for "
+                                               "bit only on its kind of CPU")
         lines.append(f"{carried} fine-tune{'s' if carried != 1 else ''} carried over from {record_path} "
-                     "(same settings, same code)")
+                     f"(same settings, same code{other})")
     return lines
 
 
@@ -963,6 +973,10 @@ def render_markdown(record: dict, source: str = "benchmarks/results/label_effici
         lines.append(f"| {ROWS[row].name} | " + " | ".join(texts) + " |")
     commit = "no commit" if code["commit"] is None else f"commit `{code['commit'][:7]}`"
     gpu = f" ({machine['gpu']})" if machine.get("gpu") else ""
+    cpus = sorted({str(r.get("cpu")) for r in record["runs"]})
+    if len(cpus) > 1:
+        lines += ["", f"The runs come from {len(cpus)} kinds of CPU ({'; '.join(cpus)}; None: not recorded): a run "
+                  "repeats bit for bit only on its kind, so a cell's seeds may mix machines."]
     if not record.get("complete", True):
         lines += ["", f"**In progress**: {len(record['runs'])} of "
                   f"{sum(len(seeds) for by_fraction in cells.values() for seeds in by_fraction.values())} fine-tunes "
@@ -971,7 +985,7 @@ def render_markdown(record: dict, source: str = "benchmarks/results/label_effici
               f"Measured at {commit} (code hash `{code['code_hash'][:12]}`{', dirty' if code['dirty'] else ''}): "
               f"pretraining {describe_pretraining(settings)}, fine-tuning {settings['finetune_steps']} steps "
               f"(batch 1), voxel {settings['voxel_size']:g} m, training sequences "
-              f"{' '.join(settings['train_sequences'])}; {machine['platform']}, {machine['cpus']} CPUs, "
+              f"{' '.join(settings['train_sequences'])}; {machine['platform']}, {describe_cpus(machine)}, "
               f"Python {machine['python']}, torch {machine['torch']}, MinkowskiEngine {machine['minkowskiengine']}, "
               f"device {machine['device']}{gpu}; the invocation that wrote this record took "
               f"{record['elapsed_s'] / 60:.0f} min (it reuses finished runs)."]
@@ -1183,7 +1197,8 @@ def summary_document(s: Settings, jobs: list[Job], status: dict[str, str], miou:
     summary = summarize(miou, s.cells)
     summary.update(
         settings=summary_settings(s, parallel, val_scans), code=s.code, machine=machine,
-        runs=run_records(jobs, miou, s.out), complete=len(miou) == sum(job.kind == "finetune" for job in jobs),
+        runs=run_records(jobs, miou, s.out, machine.get("cpu")),
+        complete=len(miou) == sum(job.kind == "finetune" for job in jobs),
         status=status, failed=sorted(n for n, st in status.items() if st in ("failed", "skipped")), elapsed_s=elapsed)
     return summary
 
@@ -1212,8 +1227,9 @@ def main(argv: list[str] | None = None) -> int:
     for job in jobs:
         if job.kind != "preprocess" and job.finished():
             check_reused(job)
+    machine = machine_info(s.device)
     if args.record is not None and not args.verify:
-        for line in carry_recorded(jobs, args.record, s, val_scans):
+        for line in carry_recorded(jobs, args.record, s, val_scans, machine.get("cpu")):
             print(line, flush=True)
     if args.verify:
         stale = stale_runs(jobs, s.code)
@@ -1243,8 +1259,6 @@ def main(argv: list[str] | None = None) -> int:
         low, high = estimate(jobs, args.jobs, s), estimate(jobs, args.jobs, s, slow=True)
         print(f"  estimate on a busy 2-core CPU at 0.2 m voxels: {low / 60:.0f}-{high / 60:.0f} min "
               "(a GPU is faster, smaller voxels slower)", flush=True)
-
-    machine = machine_info(s.device)
 
     def document(status: dict[str, str]) -> dict:
         miou = read_results(jobs, status, s.finetune_steps)

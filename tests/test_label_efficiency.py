@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from benchmarks import label_efficiency as le
-from benchmarks.common import code_hash, code_identity, machine_info
+from benchmarks.common import code_hash, code_identity, cpu_identity, describe_cpus, machine_info
 from tests.helpers import ROOT
 
 CODE = {"code_hash": "c0de" * 16, "commit": "439dd03d6d33409029a6b5038ea52aeb79bcb4c5", "dirty": False}
@@ -648,8 +648,20 @@ def test_machine_info_names_the_machine():
     import torch
 
     machine = machine_info("cpu")
-    assert (machine["device"], machine["gpu"], machine["cpus"], machine["torch"]) == \
-        ("cpu", None, os.cpu_count(), torch.__version__)
+    assert (machine["device"], machine["gpu"], machine["cpus"], machine["torch"], machine["cpu"]) == \
+        ("cpu", None, os.cpu_count(), torch.__version__, cpu_identity())
+
+
+def test_cpu_identity_names_the_model_and_its_widest_vector_instructions(tmp_path):
+    info = tmp_path / "cpuinfo"
+    core = ("processor\t: {n}\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 207\n"
+            "model name\t: Intel(R) Xeon(R) Processor\nflags\t\t: fpu sse2 avx avx2 {extra}\n\n")
+    info.write_text(core.format(n=0, extra="avx512f avx512bw") + core.format(n=1, extra="avx512f avx512bw"))
+    assert cpu_identity(info) == "Intel(R) Xeon(R) Processor (family 6 model 207, avx512)"
+    info.write_text(core.format(n=0, extra=""))
+    assert cpu_identity(info) == "Intel(R) Xeon(R) Processor (family 6 model 207, avx2)"
+    assert describe_cpus({"cpus": 2, "cpu": "X (family 6 model 1, avx2)"}) == "2 CPUs (X (family 6 model 1, avx2))"
+    assert describe_cpus({"cpus": 2}) == "2 CPUs"  # a record made before the CPU was recorded
 
 
 # --------------------------------------------------------------------- the record, the results page
@@ -801,9 +813,11 @@ def test_summary_document_and_when_it_may_be_the_record(tmp_path):
     subset = hashlib.sha256(b"1.0 0\n").hexdigest()
     assert summary["runs"] == [
         {"row": "scratch", "fraction": 1.0, "seed": 0, "miou": 0.25, "run_dir": "scratch/1pct_seed0",
-         "commit": CODE["commit"], "code_hash": CODE["code_hash"], "dirty": False, "label_subset_sha256": subset},
+         "commit": CODE["commit"], "code_hash": CODE["code_hash"], "dirty": False, "label_subset_sha256": subset,
+         "cpu": None},
         {"row": "iscc", "fraction": 1.0, "seed": 0, "miou": 0.3125, "run_dir": "iscc/1pct_seed0",
-         "commit": CODE["commit"], "code_hash": CODE["code_hash"], "dirty": False, "label_subset_sha256": subset}]
+         "commit": CODE["commit"], "code_hash": CODE["code_hash"], "dirty": False, "label_subset_sha256": subset,
+         "cpu": None}]
     assert summary["complete"] is True
     assert summary["settings"]["cells"] == {"scratch": {"1": [0]}, "iscc": {"1": [0]}}
     assert (summary["settings"]["pretrain_steps"], summary["settings"]["pretrain_set"]) == (7, [])
@@ -946,6 +960,7 @@ def test_a_protocol_continues_from_its_record_where_the_run_folders_are_gone(tmp
     assert [(r["row"], r["seed"], r["miou"]) for r in final["runs"]] == \
         [(row, seed, 0.25 if row == "scratch" else 0.3125) for row in ("scratch", "iscc") for seed in range(5)]
     assert final["target"]["met"] is True
+    assert all(r["cpu"] is None for r in final["runs"])  # fake_record's machine names no CPU
     # every fine-tune recorded: nothing runs, not even the pretraining
     shutil.rmtree(tmp_path / "out")
     launched.clear()
@@ -960,6 +975,34 @@ def test_a_protocol_continues_from_its_record_where_the_run_folders_are_gone(tmp
     assert le.carry_recorded(jobs, record, settings(tmp_path, fractions=[1.0], seeds=[0], finetune_steps=6), 3) == \
         [f"{record}: not carried over, its settings differ (train_sequences, finetune_steps)"]
     assert not any(job.recorded is not None for job in jobs)
+
+
+def test_runs_carried_over_from_another_kind_of_cpu_say_so(tmp_path, monkeypatch, capsys):
+    """Interrupted on CPU A, finished on CPU B: each run records its CPU, the
+    carry-over says the CPUs differ, and the page says that the record mixes them."""
+    def on(cpu):
+        monkeypatch.setattr(le, "machine_info", lambda device: fake_record()["machine"] | {"cpu": cpu})
+
+    argv, record = fake_benchmark(tmp_path, monkeypatch, stop_at="iscc/1pct_seed3")
+    on("A (family 6 model 1, avx512)")
+    with pytest.raises(KeyboardInterrupt):
+        le.main(argv)
+    done = len(json.loads(record.read_text())["runs"])
+    shutil.rmtree(tmp_path / "out")
+    capsys.readouterr()
+    argv, record = fake_benchmark(tmp_path, monkeypatch)
+    on("B (family 6 model 2, avx2)")
+    assert le.main(argv) == 0
+    carried = [line for line in capsys.readouterr().out.splitlines() if "carried over" in line]
+    assert carried == [f"{done} fine-tunes carried over from {record} (same settings, same code; made on "
+                       "A (family 6 model 1, avx512), this is B (family 6 model 2, avx2): a run repeats bit for bit "
+                       "only on its kind of CPU)"]
+    final = json.loads(record.read_text())
+    assert [r["cpu"][0] for r in final["runs"]] == ["A"] * done + ["B"] * (10 - done) and done >= 7
+    assert ("The runs come from 2 kinds of CPU (A (family 6 model 1, avx512); B (family 6 model 2, avx2); None: "
+            "not recorded): a run repeats bit for bit only on its kind, so a cell's seeds may mix machines.") in \
+        le.render_markdown(final)
+    assert not any("kinds of CPU" in line for line in le.render_markdown(fake_record()))
 
 
 def test_a_partial_record_renders_its_measured_cells_and_says_so():
