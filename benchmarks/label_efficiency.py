@@ -367,7 +367,7 @@ def plan(s: Settings) -> list[Job]:
         prep = [prep_job.name]
 
     def finetunes(row: str) -> list[Job]:
-        out = []
+        runs = []
         for fraction, seeds in s.cells[row].items():
             for seed in seeds:
                 run_dir = finetune_dir(s.out, row, fraction, seed)
@@ -377,9 +377,9 @@ def plan(s: Settings) -> list[Job]:
                 if ROWS[row].overrides is not None:
                     argv += ["--pretrained", str(pretrain_dir(s.out, row) / "checkpoints" / "encoder.pt")]
                     after = [f"pretrain_{row}"]
-                out.append(Job(f"{row}/{run_dir.name}", "finetune", argv + overrides, run_dir, s.code, after=after,
-                               row=row, fraction=fraction, seed=seed, overrides=overrides))
-        return out
+                runs.append(Job(f"{row}/{run_dir.name}", "finetune", argv + overrides, run_dir, s.code, after=after,
+                                row=row, fraction=fraction, seed=seed, overrides=overrides))
+        return runs
 
     if not pretrained_rows:
         return jobs + finetunes(SCRATCH)
@@ -1148,14 +1148,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--ablation-fractions: fractions of --fractions")
     if args.jobs < 1 or args.pretrain_steps < 1 or args.finetune_steps < 1 or args.voxel_size <= 0:
         parser.error("--jobs, --pretrain-steps, --finetune-steps and --voxel-size must be positive")
-    for item in args.preprocess_set:
-        key, equals, _ = item.partition("=")
-        if not equals or not key:
-            parser.error(f"--preprocess-set {item}: KEY=VALUE, e.g. ground_patches.size=2.0")
+    for flag, items, example in (("--preprocess-set", args.preprocess_set, "ground_patches.size=2.0"),
+                                 ("--pretrain-set", args.pretrain_set, "data.train.mask_ratio=0.5")):
+        for item in items:
+            key, equals, _ = item.partition("=")
+            if not equals or not key:
+                parser.error(f"{flag} {item}: KEY=VALUE, e.g. {example}")
     for item in args.pretrain_set:
-        key, equals, _ = item.partition("=")
-        if not equals or not key:
-            parser.error(f"--pretrain-set {item}: KEY=VALUE, e.g. data.train.mask_ratio=0.5")
+        key = item.partition("=")[0]
         if key in BENCHMARK_PRETRAIN_KEYS:
             flag = BENCHMARK_PRETRAIN_KEYS[key]
             parser.error(f"--pretrain-set {item}: the benchmark sets {key}" + (f" (use {flag})" if flag else ""))
@@ -1262,12 +1262,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def document(status: dict[str, str]) -> dict:
         miou = read_results(jobs, status, s.finetune_steps)
-        check_subsets(jobs, status)
         return summary_document(s, jobs, status, miou, machine, args.jobs, val_scans, time.perf_counter() - start)
 
     def record_progress(status: dict[str, str]) -> None:
         """After each fine-tune: the record so far (complete false), so that what finished
         stands in the repository however the benchmark ends (carry_recorded continues it)."""
+        check_subsets(jobs, status)
         summary = document(status)
         if args.record is not None and record_problem(summary) is None:
             args.record.parent.mkdir(parents=True, exist_ok=True)
@@ -1279,8 +1279,8 @@ def main(argv: list[str] | None = None) -> int:
 
     status = run_jobs(jobs, args.jobs, on_done=on_done)
     elapsed = time.perf_counter() - start
-    summary = document(status)
     compared = check_subsets(jobs, status)
+    summary = document(status)
     atomic.write_text(s.out / "summary.json", json.dumps(summary, indent=2) + "\n")
     failed = summary["failed"]
 
