@@ -32,7 +32,6 @@ format version 1 (group files only) is brought up to date by a rerun with the sa
 from __future__ import annotations
 
 import contextlib
-import copy
 import ctypes
 import json
 import multiprocessing
@@ -57,7 +56,7 @@ from preprocessing.linking import Linker, relabel
 from voxseg import atomic, config as cfglib
 from voxseg.config import Component, Range
 from voxseg.data import groups as grouplib, semantic_kitti as sk
-from voxseg.errors import ConfigError, DataFormatError, VoxsegError
+from voxseg.errors import DataFormatError, VoxsegError
 
 CHUNK = 4  # consecutive windows per task: they share scans, read and ground-segmented once
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -188,26 +187,14 @@ def versions() -> dict[str, str]:
     return found
 
 
-def saved_config(saved: dict) -> dict:
-    """A manifest's config resolved by this code's schema: a parameter added since the output was
-    made reads its default (the output was made without it) instead of counting as a change. A
-    config the schema refuses (a retired key) is compared as saved, so it differs."""
-    import preprocessing.ground  # noqa: F401  (registers the components)
-    import preprocessing.grouping  # noqa: F401
-
-    try:
-        return cfglib.validate(cfglib.LoadedConfig(copy.deepcopy(saved), {}), PreprocessConfig)
-    except ConfigError:
-        return saved
-
-
 def check_manifest(plan: SequencePlan, cfg: dict) -> dict:
     """The sequence's manifest; a new one (status "running") when there is none. Refuses to mix
     outputs made with other parameters."""
     path = plan.target / "manifest.json"
     if path.is_file():
         manifest = json.loads(path.read_text())
-        if not isinstance(manifest.get("config"), dict) or saved_config(manifest["config"]) != cfg:
+        saved = manifest.get("config")  # a parameter added since the output was made reads its default
+        if not isinstance(saved, dict) or cfglib.resolve_saved(saved, PreprocessConfig) != cfg:
             raise VoxsegError(f"{path}: these groups were made with other parameters; "
                               "choose another --out or delete that directory")
         return manifest

@@ -287,6 +287,17 @@ def validate(cfg: LoadedConfig, schema: type) -> dict[str, Any]:
     return _check_dataclass(cfg.data, schema, "", cfg)
 
 
+def resolve_saved(saved: dict, schema: type) -> dict:
+    """A config saved by earlier code (a run's, an output manifest's) resolved by this code's
+    `schema`: an option added since reads its default (the saved work ran without it) instead of
+    counting as a change. A saved config the schema refuses (a key the code no longer knows) is
+    returned as saved, so comparing it with a resolved config shows the retired key as a change."""
+    try:
+        return validate(LoadedConfig(copy.deepcopy(saved), {}), schema)
+    except ConfigError:
+        return saved
+
+
 def _error(cfg: LoadedConfig, key: str, message: str) -> ConfigError:
     return ConfigError(f"{cfg.source(key)}: {key}: {message}")
 

@@ -23,7 +23,6 @@ A problem found by a step is one `error: FILE: problem` line (voxseg.errors).
 
 from __future__ import annotations
 
-import copy
 import random
 import tempfile
 from dataclasses import dataclass, field
@@ -210,10 +209,7 @@ class TrainingRun:
         added since the run was saved reads its default (the run ran without it) instead of
         counting as a change. A saved config this schema refuses (a key the code no longer
         knows) is compared as saved: the retired key is then a change like any other."""
-        try:
-            return cfglib.validate(cfglib.LoadedConfig(copy.deepcopy(saved), {}), self.schema)
-        except ConfigError:
-            return saved
+        return cfglib.resolve_saved(saved, self.schema)
 
     def build_datasets(self) -> contracts.PointDataset:
         """The training dataset (a task keeps any other it needs on self)."""
