@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tests.helpers import ROOT
+from voxseg import sparse
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +42,17 @@ def kitti_real() -> list[Path]:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def one_thread():
+    """One CPU thread in the test process (give the tools it compares against --threads 1): with
+    several, MinkowskiEngine's CPU kernels sum in a varying order (voxseg.sparse.set_threads), and
+    predictions compared exactly could differ in their last bits."""
+    before = torch.get_num_threads()
+    sparse.set_threads(1)
+    yield
+    sparse.set_threads(before)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -130,7 +130,7 @@ def check_instance_predictions_reproduce_the_run(run: Path, dataset: Path, out: 
     metrics = json.loads((run / "metrics.json").read_text())
     pred = out / "pred"
     done = cli("tools/infer.py", "--checkpoint", str(run / "checkpoints" / "last.pt"), "--dataset", str(dataset),
-               "--sequences", sequence, "--out", str(pred))
+               "--sequences", sequence, "--out", str(pred), "--threads", "1")
     assert done.returncode == 0, done.stderr
     labels = LabelConfig.load(SYNTHETIC_LABELS)
     things = {labels.learning_map_inv[c] for c in labels.thing_learn_ids}

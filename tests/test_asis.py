@@ -304,6 +304,19 @@ def test_fusion_warmup_counts_training_forwards_only_and_resumes_from_the_state_
     assert int(resumed.fusion_steps_seen) == 3
 
 
+def test_fusion_warmup_never_reads_the_buffer_in_a_forward():
+    """The forward decides from the host count: reading the buffer would make each forward on a
+    GPU wait for the device. A buffer whose value cannot be read (the meta device) still trains
+    through the warm-up and into fusion."""
+    head = warmup_head(fusion_warmup_steps=2)
+    head.fusion_steps_seen = torch.empty((), dtype=torch.long, device="meta")
+    with pytest.raises(RuntimeError, match="meta"):
+        int(head.fusion_steps_seen)  # what reading it would do
+    for step in range(3):
+        want = same_weights(head, instance_fusion=step >= 2)(voxel_features(seed=step), {})["logits"]
+        assert torch.equal(head(voxel_features(seed=step), {})["logits"], want), step
+
+
 def test_no_fusion_warmup_keeps_the_state_dict_keys():
     layers = {"branch_sem.0": False, "branch_sem.1": True, "branch_ins.0": False, "branch_ins.1": True,
               "adapt.0": False, "adapt.1": True, "embed": False, "classifier": False}

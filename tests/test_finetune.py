@@ -218,7 +218,7 @@ def test_model_learns_a_scan(tiny_dataset, tmp_path, monkeypatch):
     # tools/infer.py + tools/evaluate.py on the same scans reproduce the run's final validation
     pred = tmp_path / "pred"
     done = subprocess.run([sys.executable, "tools/infer.py", "--checkpoint", str(out / "checkpoints" / "last.pt"),
-                           "--dataset", str(tiny_dataset), "--sequences", "00", "--out", str(pred)],
+                           "--dataset", str(tiny_dataset), "--sequences", "00", "--out", str(pred), "--threads", "1"],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     files = sorted((pred / "sequences" / "00" / "predictions").glob("*.label"))
@@ -237,7 +237,8 @@ def test_model_learns_a_scan(tiny_dataset, tmp_path, monkeypatch):
     sampled["config"]["data"]["val"]["frame_stride"] = 4
     torch.save(sampled, tmp_path / "sampled.pt")
     done = subprocess.run([sys.executable, "tools/infer.py", "--checkpoint", str(tmp_path / "sampled.pt"),
-                           "--dataset", str(tiny_dataset), "--sequences", "00", "--out", str(tmp_path / "pred3")],
+                           "--dataset", str(tiny_dataset), "--sequences", "00", "--out", str(tmp_path / "pred3"),
+                           "--threads", "1"],
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     again = sorted((tmp_path / "pred3" / "sequences" / "00" / "predictions").glob("*.label"))

@@ -656,7 +656,7 @@ def _infer(*args: str):
 
 
 @pytest.mark.parametrize("dataset", ["s3dis", "scannet"])
-def test_infer_writes_each_scene_as_the_model_predicts_it(dataset, s3dis_root, scannet_root, tmp_path):
+def test_infer_writes_each_scene_as_the_model_predicts_it(dataset, s3dis_root, scannet_root, tmp_path, one_thread):
     """tools/infer.py on an indoor checkpoint (its validation split by default): the semantic file
     is the model's prediction in raw ids, point for point; each mask is one predicted instance,
     labelled with its majority class, with its score."""
@@ -670,7 +670,8 @@ def test_infer_writes_each_scene_as_the_model_predicts_it(dataset, s3dis_root, s
     ckpt, cfg = _indoor_checkpoint(tmp_path, f"{dataset}_minkunet14a_asis", root,
                                    ["model.heads.asis.min_instance_points=1"])
     out = tmp_path / "pred"
-    done = _infer("--checkpoint", str(ckpt), "--dataset", str(root), "--out", str(out), "--device", "cpu")
+    done = _infer("--checkpoint", str(ckpt), "--dataset", str(root), "--out", str(out), "--device", "cpu",
+                  "--threads", "1")
     assert done.returncode == 0, done.stderr[-2000:]
     val = DATASETS.build({**cfg["data"]["val"], "labels": False}, root=str(root),
                          label_config=cfg["data"]["label_config"])

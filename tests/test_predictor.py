@@ -10,26 +10,13 @@ import shutil
 import numpy as np
 import open3d as o3d
 import pytest
-import torch
 
 from tests.helpers import ASIS_CONFIG, FINETUNE_CONFIG, SYNTHETIC_LABELS, asis_overrides, cli, finetune_overrides
-from voxseg import sparse
 from voxseg.data import point_files, semantic_kitti as sk
 from voxseg.data.labels import LabelConfig
 from voxseg.engine import finetune
 from voxseg.engine.predictor import Predictor
 from voxseg.errors import DataFormatError, VoxsegError
-
-
-@pytest.fixture
-def one_thread():
-    """One CPU thread here (the tools get --threads 1): with several, MinkowskiEngine's CPU kernels
-    sum in a varying order (voxseg.sparse.set_threads), and predictions compared byte for byte
-    could differ in their last bits."""
-    before = torch.get_num_threads()
-    sparse.set_threads(1)
-    yield
-    sparse.set_threads(before)
 
 
 def write_pcd(path, coord, intensity=None):

@@ -68,6 +68,11 @@ def neighbour_max(features: torch.Tensor, index: torch.Tensor, chunk: int = 8192
     return features.gather(0, winners)
 
 
+def _read_fusion_steps(head: ASISHead, incompatible_keys) -> None:
+    """After load_state_dict: the host count of ASISHead's warm-up is the loaded buffer's."""
+    head._fusion_steps_seen = int(head.fusion_steps_seen)
+
+
 @HEADS.register()
 class ASISHead(nn.Module):
     """Semantic logits and instance embeddings per point (ASIS, Sec. 3).
@@ -107,6 +112,10 @@ class ASISHead(nn.Module):
         self.instance_fusion, self.fusion_warmup_steps = instance_fusion, fusion_warmup_steps
         if fusion_warmup_steps > 0:  # only then: a head without warm-up keeps the paper's state_dict keys
             self.register_buffer("fusion_steps_seen", torch.zeros((), dtype=torch.long))
+            # the count on the host too, which the forward reads: reading the buffer would make every
+            # forward on a GPU wait for it; loading a state_dict sets it from the buffer
+            self._fusion_steps_seen = 0
+            self.register_load_state_dict_post_hook(_read_fusion_steps)
         self.embed = nn.Linear(channels, embed_dim)
         self.classifier = nn.Linear(channels, num_classes)
         self.timings = {"cluster_s": 0.0}  # inference profile: seconds spent clustering, summed
@@ -139,8 +148,9 @@ class ASISHead(nn.Module):
             return False
         if self.fusion_warmup_steps == 0:
             return True
-        fuse = int(self.fusion_steps_seen) >= self.fusion_warmup_steps
+        fuse = self._fusion_steps_seen >= self.fusion_warmup_steps
         if self.training and torch.is_grad_enabled():
+            self._fusion_steps_seen += 1
             self.fusion_steps_seen.add_(1)
         return fuse
 
