@@ -169,3 +169,41 @@ print(json.dumps([(p["filepath"], p["num_threads"]) for p in threadpool_info() i
     pools = json.loads(done.stdout.strip().splitlines()[-1])
     assert any("openblas" in path for path, _ in pools), pools  # ME's (and numpy's) OpenBLAS are loaded
     assert all(threads == 1 for _, threads in pools), pools
+
+
+@pytest.mark.parametrize("flags, kernels", [
+    ("fpu sse2 avx avx2 fma avx512f avx512dq avx512bw avx512vl", "SkylakeX"),
+    ("fpu sse2 avx avx2 fma avx512f avx512cd", "Haswell"),  # AVX-512 without BW/DQ/VL (Knights Landing)
+    ("fpu sse2 avx avx2 fma", "Haswell"),
+    ("fpu sse2 avx avx2", None),  # AVX2 without FMA: OpenBLAS's own choice stays
+    ("fpu sse2 sse4_2 avx", None),
+])
+def test_openblas_kernels_follow_the_vector_instructions(tmp_path, flags, kernels):
+    cpuinfo = tmp_path / "cpuinfo"
+    core = f"model name\t: a CPU\nflags\t\t: {flags}\n"
+    cpuinfo.write_text(f"processor\t: 0\n{core}\nprocessor\t: 1\n{core}")
+    assert sparse.openblas_kernels(cpuinfo) == kernels
+    assert sparse.openblas_kernels(tmp_path / "absent") is None  # not Linux: nothing is chosen
+
+
+LOADED_KERNELS = """import json
+from threadpoolctl import threadpool_info
+from pathlib import Path
+import voxseg.sparse
+print(json.dumps([p.get("architecture") for p in threadpool_info()
+                  if p["internal_api"] == "openblas" and Path(p["filepath"]).name.startswith("libopenblas")]))"""
+
+
+def loaded_kernels(env: dict) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", LOADED_KERNELS], capture_output=True, text=True, check=True, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_minkowski_loads_openblas_with_the_kernels_of_the_cpu_unless_the_user_chose():
+    # in fresh processes: OpenBLAS reads OPENBLAS_CORETYPE once, when MinkowskiEngine loads it
+    chosen = sparse.openblas_kernels()
+    if chosen is None:
+        pytest.skip("no AVX2 here: voxseg leaves OpenBLAS's kernels to OpenBLAS")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    assert loaded_kernels(env) == [chosen]  # the system OpenBLAS, which MinkowskiEngine links
+    assert loaded_kernels({**env, "OPENBLAS_CORETYPE": "Prescott"}) == ["Prescott"]  # the user's is kept

@@ -8,10 +8,40 @@ every input point through ME's inverse map, so predictions and metrics are per p
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import torch
 from threadpoolctl import threadpool_limits
+
+
+def openblas_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The OpenBLAS kernels for this CPU's vector instructions, as an OPENBLAS_CORETYPE value:
+    'SkylakeX' with AVX-512 (F, BW, DQ, VL), 'Haswell' with AVX2 and FMA, None otherwise or where
+    `cpuinfo` cannot be read (not Linux).
+
+    OpenBLAS picks its kernels by CPU model when it loads. A release older than the CPU does not
+    know the model and falls back to its generic SSE3 kernels ('Prescott'): Debian 12's 0.3.21,
+    which MinkowskiEngine links, does so on a 5th-generation Xeon (family 6 model 207), and
+    MinkowskiEngine's CPU convolutions ran at half speed. These two are the float32 GEMM kernels
+    that OpenBLAS's own targets for such CPUs use (its Cooperlake and SapphireRapids targets add
+    bfloat16 kernels only; Zen is Haswell's)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    flags = set(next((line.partition(":")[2] for line in text.splitlines() if line.startswith("flags")), "").split())
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+        return "SkylakeX"
+    if {"avx2", "fma"} <= flags:
+        return "Haswell"
+    return None
+
+
+# Before MinkowskiEngine loads OpenBLAS, which reads it then; a value the user set is kept.
+if "OPENBLAS_CORETYPE" not in os.environ and (_kernels := openblas_kernels()):
+    os.environ["OPENBLAS_CORETYPE"] = _kernels
 
 with warnings.catch_warnings():
     # A CPU-only build warns on every import that it was compiled without CUDA.
@@ -20,7 +50,7 @@ with warnings.catch_warnings():
 # ME 0.5.4 builds its sparse matrices with a constructor torch deprecated; nothing to act on.
 warnings.filterwarnings("ignore", message="torch.sparse.SparseTensor", category=UserWarning)
 
-__all__ = ["ME", "to_field", "voxel_coordinates", "set_threads"]
+__all__ = ["ME", "to_field", "voxel_coordinates", "set_threads", "openblas_kernels"]
 
 
 _threads = -1  # ME's default: min(OMP_NUM_THREADS or cpu_count, 20)
