@@ -121,6 +121,18 @@ def cpu_identity(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return f"{name} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')}, {isa})"
 
 
+def loaded_openblas_kernels() -> str:
+    """The kernels of the OpenBLAS that MinkowskiEngine links (libopenblas*, not numpy's bundled
+    libscipy_openblas) as loaded in this process (voxseg.sparse chooses them before it loads)."""
+    from threadpoolctl import threadpool_info
+
+    import voxseg.sparse  # noqa: F401  (loads MinkowskiEngine and its OpenBLAS)
+
+    found = [info.get("architecture") or "?" for info in threadpool_info()
+             if info.get("internal_api") == "openblas" and Path(info["filepath"]).name.startswith("libopenblas")]
+    return ", ".join(found) or "none"
+
+
 def describe_cpus(machine: dict) -> str:
     """'2 CPUs', or '2 CPUs (Intel(R) Xeon(R) Processor (family 6 model 207, avx512))' where the
     record names the CPU (records made before cpu_identity do not)."""
@@ -128,7 +140,8 @@ def describe_cpus(machine: dict) -> str:
 
 
 def machine_info(device: str) -> dict:
-    """Where a result was measured: OS, CPU (cpu_identity), core count, Python, torch,
+    """Where a result was measured: OS, CPU (cpu_identity, and the OpenBLAS kernels loaded, which
+    set the CPU's code path as much as its model does), core count, Python, torch,
     MinkowskiEngine and the device that `device` (auto | cpu | cuda[:N]) resolves to, with the
     GPU's name."""
     import torch
@@ -137,8 +150,9 @@ def machine_info(device: str) -> dict:
     from voxseg.sparse import ME
 
     resolved = pick_device(device, option="--device")
+    cpu = f"{cpu_identity()}, OpenBLAS {loaded_openblas_kernels()}"
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu": cpu_identity(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "minkowskiengine": ME.__version__, "device": str(resolved),
             "gpu": torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else None}
 

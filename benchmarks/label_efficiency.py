@@ -69,8 +69,9 @@ gone; only the fine-tunes it lacks run, and the pretrainings they need.
 or a pretraining such as pretrain_iscc) into OUT/verify/ with the same command and compares them
 with the originals: the same mIoU to the last digit and every tensor of the checkpoint equal
 (torch.equal). A recorded cell must reproduce exactly when rerun at its commit on the same kind
-of CPU (each run records its CPU, benchmarks.common.cpu_identity: another model takes other code
-paths, and a run there is as different as another seed); this checks it. The verifying
+of CPU with the same OpenBLAS kernels (each run records both, benchmarks.common.machine_info's
+`cpu`: other kernels take other code paths, and a run there is as different as another seed);
+this checks it. The verifying
 fine-tune of a pretrained row starts from the original encoder.
 
 Evaluation: the final validation that fine-tuning writes to metrics.json, on every scan of the
@@ -726,7 +727,7 @@ def run_records(jobs: list[Job], miou: dict[tuple[str, float, int], float], out:
                 cpu: str | None = None) -> list[dict]:
     """One entry per measured fine-tune: row, fraction, seed, mIoU (0..1, as metrics.json), its
     folder under `out`, the code that made it (its code.json), the digest of its labelled scans
-    and the CPU it ran on (`cpu`, machine_info's); a run the record held (carry_recorded) keeps
+    and the CPU and OpenBLAS kernels it ran on (`cpu`, machine_info's); a run the record held (carry_recorded) keeps
     its entry."""
     records = []
     for job in jobs:

@@ -38,16 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SIDES = ("voxseg", "openblas")
 
 
-def loaded_openblas_kernels() -> str:
-    """The kernels of the OpenBLAS that MinkowskiEngine links (libopenblas*, not numpy's bundled
-    libscipy_openblas), as loaded in this process."""
-    from threadpoolctl import threadpool_info
-
-    found = [info.get("architecture") or "?" for info in threadpool_info()
-             if info.get("internal_api") == "openblas" and Path(info["filepath"]).name.startswith("libopenblas")]
-    return ", ".join(found) or "no libopenblas loaded"
-
-
 def measure(side: str, job: dict) -> dict:
     """In a fresh process (this script with --measure SIDE): import as `side` does, then time
     benchmarks/backbone.py's voxseg step."""
@@ -55,6 +45,7 @@ def measure(side: str, job: dict) -> dict:
         import MinkowskiEngine  # noqa: F401  (before voxseg: OpenBLAS loads with its own kernels)
     sys.path.insert(0, str(ROOT))
     from benchmarks.backbone import measure_scan
+    from benchmarks.common import loaded_openblas_kernels
 
     result = measure_scan({**job, "kind": "voxseg"})
     return {"side": side, "kernels": loaded_openblas_kernels(), "seconds": result["seconds"]}

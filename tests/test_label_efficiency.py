@@ -648,8 +648,13 @@ def test_machine_info_names_the_machine():
     import torch
 
     machine = machine_info("cpu")
-    assert (machine["device"], machine["gpu"], machine["cpus"], machine["torch"], machine["cpu"]) == \
-        ("cpu", None, os.cpu_count(), torch.__version__, cpu_identity())
+    assert (machine["device"], machine["gpu"], machine["cpus"], machine["torch"]) == \
+        ("cpu", None, os.cpu_count(), torch.__version__)
+    # the CPU, and the OpenBLAS kernels MinkowskiEngine multiplies with: voxseg's choice (or the
+    # user's) where OPENBLAS_CORETYPE is set, else OpenBLAS's own
+    kernels = os.environ.get("OPENBLAS_CORETYPE")
+    assert machine["cpu"].startswith(f"{cpu_identity()}, OpenBLAS ")
+    assert kernels is None or machine["cpu"] == f"{cpu_identity()}, OpenBLAS {kernels}"
 
 
 def test_cpu_identity_names_the_model_and_its_widest_vector_instructions(tmp_path):
