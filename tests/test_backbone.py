@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import voxseg.models  # noqa: F401  (registers the backbones)
-from tests.helpers import random_batch
+from tests.helpers import ROOT, random_batch
 from voxseg import sparse
 from voxseg.models.backbones.minkunet import MinkUNetBase
 from voxseg.registry import BACKBONES
@@ -186,17 +186,11 @@ def test_openblas_kernels_follow_the_vector_instructions(tmp_path, flags, kernel
     assert sparse.openblas_kernels(tmp_path / "absent") is None  # not Linux: nothing is chosen
 
 
-LOADED_KERNELS = """import json
-from threadpoolctl import threadpool_info
-from pathlib import Path
-import voxseg.sparse
-print(json.dumps([p.get("architecture") for p in threadpool_info()
-                  if p["internal_api"] == "openblas" and Path(p["filepath"]).name.startswith("libopenblas")]))"""
-
-
 def loaded_kernels(env: dict) -> list[str]:
-    done = subprocess.run([sys.executable, "-c", LOADED_KERNELS], capture_output=True, text=True, check=True, env=env)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """The kernels of MinkowskiEngine's OpenBLAS in a fresh process that imports voxseg first."""
+    code = "from benchmarks.common import loaded_openblas_kernels; print(loaded_openblas_kernels())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env, cwd=ROOT)
+    return done.stdout.strip().splitlines()[-1].split(", ")
 
 
 def test_minkowski_loads_openblas_with_the_kernels_of_the_cpu_unless_the_user_chose():
