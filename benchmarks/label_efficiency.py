@@ -700,6 +700,20 @@ def read_results(jobs: list[Job], status: dict[str, str], steps: int) -> dict[tu
     return miou
 
 
+def read_class_iou(jobs: list[Job], status: dict[str, str]) -> dict[tuple[str, float, int], dict[str, float | None]]:
+    """IoU per class (0..1, None for a class absent from the held-out scans) of every fine-tune
+    that finished in its folder, from its metrics.json (`iou_per_class`); a run the record held
+    keeps its entry (run_records), a run without them is left out."""
+    found = {}
+    for job in jobs:
+        if job.kind != "finetune" or status.get(job.name) not in ("done", "reused") or job.recorded is not None:
+            continue
+        per_class = json.loads((job.run_dir / "metrics.json").read_text()).get("iou_per_class")
+        if per_class is not None:
+            found[(job.row, job.fraction, job.seed)] = per_class
+    return found
+
+
 def check_subsets(jobs: list[Job], status: dict[str, str]) -> int:
     """Every row of one (fraction, seed) trained on the same scans; returns how many groups were compared."""
     groups: dict[tuple[float, int], dict[str, str]] = {}
@@ -724,11 +738,12 @@ def subset_digest(job: Job) -> str:
 
 
 def run_records(jobs: list[Job], miou: dict[tuple[str, float, int], float], out: Path,
-                cpu: str | None = None) -> list[dict]:
+                cpu: str | None = None, class_iou: dict | None = None) -> list[dict]:
     """One entry per measured fine-tune: row, fraction, seed, mIoU (0..1, as metrics.json), its
-    folder under `out`, the code that made it (its code.json), the digest of its labelled scans
-    and the CPU and OpenBLAS kernels it ran on (`cpu`, machine_info's); a run the record held (carry_recorded) keeps
-    its entry."""
+    folder under `out`, the code that made it (its code.json), the digest of its labelled scans,
+    the CPU and OpenBLAS kernels it ran on (`cpu`, machine_info's) and, where `class_iou`
+    (read_class_iou) has them, its IoU per class; a run the record held (carry_recorded) keeps its
+    entry."""
     records = []
     for job in jobs:
         key = (job.row, job.fraction, job.seed)
@@ -737,10 +752,13 @@ def run_records(jobs: list[Job], miou: dict[tuple[str, float, int], float], out:
                 records.append(dict(job.recorded))
                 continue
             code = recorded_code(job.run_dir) or {}
-            records.append({"row": job.row, "fraction": job.fraction, "seed": job.seed, "miou": miou[key],
-                            "run_dir": job.run_dir.relative_to(out).as_posix(), "commit": code.get("commit"),
-                            "code_hash": code.get("code_hash"), "dirty": code.get("dirty"),
-                            "label_subset_sha256": subset_digest(job), "cpu": cpu})
+            entry = {"row": job.row, "fraction": job.fraction, "seed": job.seed, "miou": miou[key],
+                     "run_dir": job.run_dir.relative_to(out).as_posix(), "commit": code.get("commit"),
+                     "code_hash": code.get("code_hash"), "dirty": code.get("dirty"),
+                     "label_subset_sha256": subset_digest(job), "cpu": cpu}
+            if class_iou and key in class_iou:
+                entry["iou_per_class"] = class_iou[key]
+            records.append(entry)
     return records
 
 
@@ -844,6 +862,37 @@ def summarize(miou: dict[tuple[str, float, int], float], cells: dict[str, dict[f
     return {"table": table, "target": target}
 
 
+def class_differences(runs: list[dict], cells: dict[str, dict[float, list[int]]],
+                      fraction: float) -> tuple[list[str], dict[str, dict[str, float | None]]]:
+    """Each row's IoU difference to No Pre-training per class at `fraction`, in points of IoU
+    (%): the mean over the row's seeds there of its run's IoU minus scratch's run of the same seed
+    (the runs' `iou_per_class`). A row is left out unless every one of its seeds, and scratch's
+    run of it, kept IoU per class (never a mean over fewer seeds); a class absent (None) from any
+    of those runs is None. Returns the classes, in the runs' order, and the rows' differences."""
+    per_class = {(r["row"], float(r["fraction"]), int(r["seed"])): r["iou_per_class"]
+                 for r in runs if r.get("iou_per_class") is not None}
+    classes = list(dict.fromkeys(name for values in per_class.values() for name in values))
+    differences: dict[str, dict[str, float | None]] = {}
+    for row, by_fraction in cells.items():
+        seeds = by_fraction.get(fraction)
+        if row == SCRATCH or not seeds:
+            continue
+        pairs = [(per_class.get((row, fraction, seed)), per_class.get((SCRATCH, fraction, seed))) for seed in seeds]
+        if any(mine is None or theirs is None for mine, theirs in pairs):
+            continue
+        differences[row] = {}
+        for name in classes:
+            values = [(mine.get(name), theirs.get(name)) for mine, theirs in pairs]
+            differences[row][name] = (None if any(a is None or b is None for a, b in values)
+                                      else 100 * sum(a - b for a, b in values) / len(values))
+    return classes, differences
+
+
+def format_class_delta(value: float | None) -> str:
+    """'+1.2', '-' for None; a difference that rounds to zero is '+0.0', never '-0.0'."""
+    return "-" if value is None else f"{round(value, 1) or 0.0:+.1f}"
+
+
 def format_delta(cell: dict) -> str:
     """'+3.1 [-0.2, +6.4]': the mean difference to scratch and its interval ('n/a' for one seed)."""
     ci = "n/a" if cell["ci"] is None else f"{cell['ci'][0]:+.1f}, {cell['ci'][1]:+.1f}"
@@ -888,9 +937,11 @@ def verdict(target: dict) -> str:
     return line + "NOT met: " + ", ".join(why)
 
 
-def format_table(summary: dict, cells: dict[str, dict[float, list[int]]]) -> list[str]:
+def format_table(summary: dict, cells: dict[str, dict[float, list[int]]], runs: list[dict] | None = None) -> list[str]:
     """The printed table (a cell per row and fraction: format_cell), then every seed's mIoU and
-    its difference to scratch; blank where a row does not run."""
+    its difference to scratch, blank where a row does not run; then, where the runs kept them,
+    each row's difference to scratch per class at the target fraction (class_differences of `runs`,
+    the record's entries)."""
     fractions = sorted({f for by_fraction in cells.values() for f in by_fraction})
     seeds = sorted({seed for by_fraction in cells.values() for s in by_fraction.values() for seed in s})
     width = 30
@@ -915,6 +966,16 @@ def format_table(summary: dict, cells: dict[str, dict[float, list[int]]]) -> lis
                 texts.append(("-" if value is None else f"{value:.1f}") + ("" if delta is None else f" ({delta:+.1f})"))
             if any(texts):
                 lines.append(f"{ROWS[row].name:<16}{seed:>5}" + "".join(f"{text:>{width}}" for text in texts))
+    fraction = summary["target"]["fraction"]
+    classes, differences = class_differences(runs or [], cells, fraction)
+    if differences:
+        widths = [max(len(name) + 1, 7) for name in classes]
+        lines += ["", f"per class at {frac_key(fraction)}% (points of IoU %, the mean difference to No Pre-training "
+                  "over the row's seeds):",
+                  f"{'method':<16}" + "".join(f"{name:>{w}}" for name, w in zip(classes, widths, strict=True))]
+        for row, by_class in differences.items():
+            lines.append(f"{ROWS[row].name:<16}" + "".join(f"{format_class_delta(by_class[name]):>{w}}"
+                                                          for name, w in zip(classes, widths, strict=True)))
     return lines
 
 
@@ -944,8 +1005,9 @@ def record_problem(summary: dict) -> str | None:
 
 def render_markdown(record: dict, source: str = "benchmarks/results/label_efficiency.json") -> list[str]:
     """The results page's table from a record (lines, no indentation): the cells recomputed from its
-    runs (summarize), a 'closest public method' column, every seed, the verdict and where and with
-    which code it was measured."""
+    runs (summarize), a 'closest public method' column, every seed, each row's difference to
+    scratch per class at the target fraction where the runs kept it (class_differences), the
+    verdict and where and with which code it was measured."""
     settings, code, machine = record["settings"], record["code"], record["machine"]
     cells = cells_from_json(settings["cells"])
     miou = {(r["row"], r["fraction"], r["seed"]): r["miou"] for r in record["runs"]}
@@ -972,6 +1034,15 @@ def render_markdown(record: dict, source: str = "benchmarks/results/label_effici
                          ", ".join(f"{seed}: {cell['seeds'][str(seed)]:.1f}" if str(seed) in cell["seeds"]
                                    else f"{seed}: -" for seed in cells[row][fraction]))
         lines.append(f"| {ROWS[row].name} | " + " | ".join(texts) + " |")
+    fraction = summary["target"]["fraction"]
+    classes, differences = class_differences(record["runs"], cells, fraction)
+    if differences:
+        lines += ["", f"IoU per class at {frac_key(fraction)}%: each row's difference to No Pre-training in points "
+                  "of IoU (%), the mean over the row's seeds (same labelled scans):", "",
+                  "| method | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+        for row, by_class in differences.items():
+            lines.append(f"| {ROWS[row].name} | " + " | ".join(format_class_delta(by_class[name]) for name in classes)
+                         + " |")
     commit = "no commit" if code["commit"] is None else f"commit `{code['commit'][:7]}`"
     gpu = f" ({machine['gpu']})" if machine.get("gpu") else ""
     cpus = sorted({str(r.get("cpu")) for r in record["runs"]})
@@ -1023,19 +1094,33 @@ def study_row(settings: dict, code: dict, runs: list[dict], source: str) -> str:
 
 def render_studies(records: list[tuple[str, dict]]) -> list[str]:
     """The results page's studies table (lines) from (root-relative path, record) pairs: the
-    recorded protocol first, then each method change tried (study_row)."""
-    rows = []
+    recorded protocol first, then each method change tried (study_row); then, where any record
+    kept them, ISCC - scratch per class for each (class_differences)."""
+    rows, by_class = [], []
     for source, record in records:
         try:
             rows.append(study_row(record["settings"], record["code"], record["runs"], source))
+            pair = {row: {TARGET_FRACTION: cells_from_json(record["settings"]["cells"])[row][TARGET_FRACTION]}
+                    for row in (SCRATCH, ISCC)}
+            classes, differences = class_differences(record["runs"], pair, TARGET_FRACTION)
         except (KeyError, TypeError, ValueError) as exc:
             raise BenchError(f"{source}: not a label-efficiency record ({type(exc).__name__}: {exc})") from exc
-    return [f"<!-- generated by `python benchmarks/label_efficiency.py --render-readme` from "
-            f"{', '.join(source for source, _ in records)}: do not edit -->",
-            "| pretraining | No Pre-training | Ours (ISCC) | ISCC - scratch [95% CI] | per seed | commit | record |",
-            "|---|---|---|---|---|---|---|", *rows, "",
-            f"mIoU (%) at {frac_key(TARGET_FRACTION)}% labels on the held-out sequence, the mean over n seeds, "
-            "fine-tuning identical in every row; per seed: ISCC - scratch with the same labelled scans."]
+        by_class.append((describe_pretraining(record["settings"]), differences.get(ISCC, {}), source))
+    classes = list(dict.fromkeys(name for _, differences, _ in by_class for name in differences))
+    lines = [f"<!-- generated by `python benchmarks/label_efficiency.py --render-readme` from "
+             f"{', '.join(source for source, _ in records)}: do not edit -->",
+             "| pretraining | No Pre-training | Ours (ISCC) | ISCC - scratch [95% CI] | per seed | commit | record |",
+             "|---|---|---|---|---|---|---|", *rows, "",
+             f"mIoU (%) at {frac_key(TARGET_FRACTION)}% labels on the held-out sequence, the mean over n seeds, "
+             "fine-tuning identical in every row; per seed: ISCC - scratch with the same labelled scans."]
+    if classes:
+        lines += ["", "| pretraining | " + " | ".join(classes) + " | record |",
+                  "|---|" + "---|" * len(classes) + "---|"]
+        lines += [f"| {pretraining} | " + " | ".join(format_class_delta(differences.get(name)) for name in classes)
+                  + f" | {source} |" for pretraining, differences, source in by_class]
+        lines += ["", f"ISCC - scratch per class at {frac_key(TARGET_FRACTION)}%, in points of IoU (%), the mean "
+                  "over the same seeds; -: not kept (a record written before the runs' IoU per class was)."]
+    return lines
 
 
 def load_record(path: Path) -> dict:
@@ -1191,14 +1276,15 @@ def summary_settings(s: Settings, parallel: int, val_scans: int) -> dict:
 
 
 def summary_document(s: Settings, jobs: list[Job], status: dict[str, str], miou: dict[tuple[str, float, int], float],
-                     machine: dict, parallel: int, val_scans: int, elapsed: float) -> dict:
+                     machine: dict, parallel: int, val_scans: int, elapsed: float,
+                     class_iou: dict | None = None) -> dict:
     """OUT/summary.json and the record: the settings, the code, the machine, every run, the table
     and the verdict, whether every planned fine-tune is measured, the jobs' status and the
     elapsed time."""
     summary = summarize(miou, s.cells)
     summary.update(
         settings=summary_settings(s, parallel, val_scans), code=s.code, machine=machine,
-        runs=run_records(jobs, miou, s.out, machine.get("cpu")),
+        runs=run_records(jobs, miou, s.out, machine.get("cpu"), class_iou),
         complete=len(miou) == sum(job.kind == "finetune" for job in jobs),
         status=status, failed=sorted(n for n, st in status.items() if st in ("failed", "skipped")), elapsed_s=elapsed)
     return summary
@@ -1263,7 +1349,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def document(status: dict[str, str]) -> dict:
         miou = read_results(jobs, status, s.finetune_steps)
-        return summary_document(s, jobs, status, miou, machine, args.jobs, val_scans, time.perf_counter() - start)
+        return summary_document(s, jobs, status, miou, machine, args.jobs, val_scans, time.perf_counter() - start,
+                                read_class_iou(jobs, status))
 
     def record_progress(status: dict[str, str]) -> None:
         """After each fine-tune: the record so far (complete false), so that what finished
@@ -1300,7 +1387,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"record NOT written to {args.record}: {problem}")
     print(f"\nmIoU (%) on sequence {s.val_sequence} ({val_scans} scans), mean of n seeds; (mean difference to "
           f"No Pre-training [paired {100 * CI_LEVEL:g}% interval]); summary: {s.out / 'summary.json'}")
-    for line in format_table(summary, s.cells):
+    for line in format_table(summary, s.cells, summary["runs"]):
         print(line)
     print(verdict(summary["target"]), flush=True)
     return 1 if failed else 0

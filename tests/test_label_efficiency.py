@@ -847,7 +847,7 @@ RUN_JOBS = le.run_jobs  # the real runner, which fake_benchmark wraps
 
 class Tool(FakeProcess):
     """A faked tool that finishes at once, saving its config (its overrides applied) and, for a
-    fine-tune, ISCC 6.25 points above scratch at every seed."""
+    fine-tune, ISCC 6.25 points above scratch at every seed (car +25, road -25)."""
 
     def poll(self):
         self.polls = 1  # finishes at once
@@ -863,7 +863,9 @@ class Tool(FakeProcess):
         (self.job.run_dir / "config.yaml").write_text(yaml.safe_dump(config))
         if self.job.kind == "finetune":
             miou = 0.3125 if self.job.row == "iscc" else 0.25
-            (self.job.run_dir / "metrics.json").write_text(json.dumps({"step": 5, "miou": miou}))
+            per_class = {"car": 0.5, "road": 0.25} if self.job.row == "iscc" else {"car": 0.25, "road": 0.5}
+            (self.job.run_dir / "metrics.json").write_text(json.dumps({"step": 5, "miou": miou,
+                                                                        "iou_per_class": per_class}))
         return rc
 
 
@@ -910,6 +912,9 @@ def test_main_prints_the_verdict_last_and_writes_the_record(tmp_path, monkeypatc
     assert [(r["row"], r["seed"], r["miou"], r["code_hash"]) for r in written["runs"]] == \
         [(row, seed, 0.25 if row == "scratch" else 0.3125, CODE["code_hash"]) for row in ("scratch", "iscc")
          for seed in range(5)]
+    assert written["runs"][0]["iou_per_class"] == {"car": 0.25, "road": 0.5}  # kept from metrics.json
+    assert [line.split() for line in printed[-3:-1]] == [["method", "car", "road"],
+                                                         ["Ours", "(ISCC)", "+25.0", "-25.0"]]
     assert (written["code"], written["machine"]["cpus"], written["settings"]["val_scans"]) == (CODE, 2, 3)
     # rerun: everything reused; from dirty code nothing is reused and no record is written
     assert le.main(argv) == 0
@@ -958,6 +963,7 @@ def test_a_protocol_continues_from_its_record_where_the_run_folders_are_gone(tmp
     assert le.main(argv) == 0
     printed = capsys.readouterr().out.splitlines()
     assert f"{len(done)} fine-tunes carried over from {record} (same settings, same code)" in printed
+    assert printed[-2].split() == ["Ours", "(ISCC)", "+25.0", "-25.0"]  # the carried runs' IoU per class too
     every = [f"{row}/1pct_seed{seed}" for row in ("scratch", "iscc") for seed in range(5)]
     assert launched == ["pretrain_iscc"] + [name for name in every if name not in done]
     final = json.loads(record.read_text())
@@ -1019,3 +1025,69 @@ def test_a_partial_record_renders_its_measured_cells_and_says_so():
     assert (f"**In progress**: {len(record['runs'])} of {total} fine-tunes measured so far; the same command at the "
             "same commit continues it from this record.") in lines
     assert "**In progress**" not in "\n".join(le.render_markdown(fake_record()))
+
+
+# ---------------------------------------------------------------------------- IoU per class
+def with_classes(record: dict, per_class: dict[tuple[str, float, int], dict]) -> dict:
+    """fake_record() with `iou_per_class` on the runs named in `per_class`."""
+    for run in record["runs"]:
+        key = (run["row"], run["fraction"], run["seed"])
+        if key in per_class:
+            run["iou_per_class"] = per_class[key]
+    return record
+
+
+# multiples of 1/16, so the means below are exact; sign absent from seed 1's ISCC run
+PER_CLASS = {("scratch", 1.0, 0): {"car": 0.25, "road": 0.75, "sign": 0.5},
+             ("scratch", 1.0, 1): {"car": 0.5, "road": 0.5, "sign": 0.25},
+             ("iscc", 1.0, 0): {"car": 0.5, "road": 0.625, "sign": 0.5},
+             ("iscc", 1.0, 1): {"car": 0.625, "road": 0.5, "sign": None}}
+
+
+def test_class_differences_by_hand():
+    """ISCC - scratch per class at 1%, by hand: car (0.5 - 0.25 + 0.625 - 0.5) / 2 = +18.75 points,
+    road (-0.125 + 0) / 2 = -6.25; sign absent from one run: None. occ-only(2) kept no IoU per
+    class: left out, as is a row whose scratch pair lacks them."""
+    runs = with_classes(fake_record(), PER_CLASS)["runs"]
+    cells_ = le.cells_from_json(fake_record()["settings"]["cells"])
+    classes, differences = le.class_differences(runs, cells_, 1.0)
+    assert classes == ["car", "road", "sign"]
+    assert differences == {"iscc": {"car": 18.75, "road": -6.25, "sign": None}}
+    lacking = [r for r in runs if (r["row"], r["seed"]) != ("scratch", 1)]
+    assert le.class_differences(lacking, cells_, 1.0)[1] == {}
+    assert le.class_differences(fake_record()["runs"], cells_, 1.0) == ([], {})
+    assert [le.format_class_delta(v) for v in (18.75, -6.25, -0.04, 0.0, None)] == ["+18.8", "-6.2", "+0.0", "+0.0",
+                                                                                       "-"]
+
+
+def test_the_results_page_and_the_console_show_iou_per_class():
+    record = with_classes(fake_record(), PER_CLASS)
+    lines = le.render_markdown(record)
+    block = ["IoU per class at 1%: each row's difference to No Pre-training in points of IoU (%), the mean over "
+             "the row's seeds (same labelled scans):", "",
+             "| method | car | road | sign |", "|---|---|---|---|",
+             "| Ours (ISCC) | +18.8 | -6.2 | - |"]
+    at = lines.index(block[0])
+    assert lines[at:at + len(block)] == block
+    assert lines[:at - 1] == EXPECTED_MARKDOWN.split("\n")[:at - 1]  # the rest as before
+    assert not any(line.startswith("IoU per class") for line in le.render_markdown(fake_record()))
+    summary = le.summarize({(r["row"], r["fraction"], r["seed"]): r["miou"] for r in record["runs"]},
+                           le.cells_from_json(record["settings"]["cells"]))
+    printed = le.format_table(summary, le.cells_from_json(record["settings"]["cells"]), record["runs"])
+    assert [line.split() for line in printed[-3:]] == [
+        ["per", "class", "at", "1%", "(points", "of", "IoU", "%,", "the", "mean", "difference", "to", "No",
+         "Pre-training", "over", "the", "row's", "seeds):"],
+        ["method", "car", "road", "sign"], ["Ours", "(ISCC)", "+18.8", "-6.2", "-"]]
+
+
+def test_the_studies_page_shows_iscc_minus_scratch_per_class():
+    """The study kept IoU per class, the recorded protocol did not: its row is '-'."""
+    study = with_classes(fake_study(), PER_CLASS)
+    lines = le.render_studies([("record.json", fake_record()), ("study.json", study)])
+    assert lines == studies_markdown(Path("record.json"), Path("study.json")) + [
+        "", "| pretraining | car | road | sign | record |", "|---|---|---|---|---|",
+        "| 500 steps | - | - | - | record.json |",
+        "| 1000 steps with data.train.mask_ratio=0.5; groups with ground_patches.size=2.0 | +18.8 | -6.2 | - | "
+        "study.json |",
+        "", "ISCC - scratch per class at 1%, in points of IoU (%), the mean over the same seeds; -: not kept (a "
+        "record written before the runs' IoU per class was)."]
