@@ -105,15 +105,11 @@ def cpu_identity(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     model 207, avx512)': CPU kernels take other code paths on other models, so a run repeats bit
     for bit only on the same kind of CPU. Read from `cpuinfo` (Linux); elsewhere the platform's
     processor name."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
+    from voxseg.sparse import cpuinfo_fields
+
+    fields = cpuinfo_fields(cpuinfo)
+    if fields is None:
         return platform.processor() or platform.machine()
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields.setdefault(key.strip(), value.strip())
     flags = set(fields.get("flags", "").split())
     isa = next((name for name, flag in (("avx512", "avx512f"), ("avx2", "avx2"), ("avx", "avx")) if flag in flags),
                "no avx")

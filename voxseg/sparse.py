@@ -16,6 +16,21 @@ import torch
 from threadpoolctl import threadpool_limits
 
 
+def cpuinfo_fields(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str] | None:
+    """The first processor's fields in `cpuinfo` ('model name', 'cpu family', 'model', 'flags'...),
+    or None where it cannot be read (not Linux)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return None
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def openblas_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     """The OpenBLAS kernels for this CPU's vector instructions, as an OPENBLAS_CORETYPE value:
     'SkylakeX' with AVX-512 (F, BW, DQ, VL), 'Haswell' with AVX2 and FMA, None otherwise or where
@@ -24,14 +39,11 @@ def openblas_kernels(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     OpenBLAS picks its kernels by CPU model when it loads. A release older than the CPU does not
     know the model and falls back to its generic SSE3 kernels ('Prescott'): Debian 12's 0.3.21,
     which MinkowskiEngine links, does so on a 5th-generation Xeon (family 6 model 207), and
-    MinkowskiEngine's CPU convolutions ran at half speed. These two are the float32 GEMM kernels
-    that OpenBLAS's own targets for such CPUs use (its Cooperlake and SapphireRapids targets add
-    bfloat16 kernels only; Zen is Haswell's)."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return None
-    flags = set(next((line.partition(":")[2] for line in text.splitlines() if line.startswith("flags")), "").split())
+    MinkowskiEngine's CPU convolutions then run on them (docs/results.md has what that costs).
+    These two are the float32 GEMM kernels that OpenBLAS's own targets for such CPUs use (its
+    Cooperlake and SapphireRapids targets add bfloat16 kernels only; Zen is Haswell's)."""
+    fields = cpuinfo_fields(cpuinfo)
+    flags = set((fields or {}).get("flags", "").split())
     if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
         return "SkylakeX"
     if {"avx2", "fma"} <= flags:
