@@ -23,6 +23,7 @@ from voxseg.pretrain.losses import (
     clustering_loss,
     cosine_scores,
     group_average,
+    intensity_loss,
     local_info_nce,
     occupancy_labels,
     occupancy_loss,
@@ -94,6 +95,38 @@ def test_occupancy_bins_and_loss_by_hand():
     # softmax: [1/4, 3/4] and [2/3, 1/3]; labels 1 and 0
     expected = (-log(3 / 4) - log(2 / 3)) / 2
     assert occupancy_loss(logits, torch.tensor([1, 0])).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_intensity_loss_by_hand():
+    """ALSO's L1 over the queries with a target: (|0.5 - 0.25| + |0.9 - 1.0|) / 2 = 0.175; the
+    free-space query (NaN) has no loss and no gradient; d/dp = sign(p - y) / 2."""
+    predicted = t([0.5, 0.2, 0.9]).requires_grad_()
+    loss = intensity_loss(predicted, t([0.25, math.nan, 1.0]))
+    assert loss.item() == pytest.approx(0.175, rel=1e-6)
+    loss.backward()
+    assert predicted.grad.tolist() == [0.5, 0.0, -0.5]
+    none = t([0.3, 0.4]).requires_grad_()
+    empty = intensity_loss(none, t([math.nan, math.nan]))
+    assert empty.item() == 0.0 and empty.requires_grad
+    empty.backward()
+    assert none.grad.tolist() == [0.0, 0.0]
+
+
+def test_intensity_is_the_occupancy_decoders_extra_output():
+    """With use_intensity the decoder has K + 1 outputs: the first K are the occupancy logits, the
+    last the intensity regressed at the queries (the same forward, read back by hand)."""
+    model = build(use_intensity=True).train()
+    batch = random_batch()
+    out = model(batch)
+    query = batch["query"]
+    decoded = model.decoder(model.backbone(batch["view1"]), query["coord"], query["batch"], model.voxel_size)
+    assert decoded.shape == (80, 4 + 1)
+    assert torch.equal(out["loss_intensity"], intensity_loss(decoded[:, 4], query["surface_intensity"]).detach())
+    assert torch.equal(out["loss_occupancy"], occupancy_loss(
+        decoded[:, :4], occupancy_labels(query["surface_offset"], 4, model.occupancy_range)).detach())
+    assert build().decoder.mlp[-1].out_features == 4  # off: the occupancy logits alone
+    with pytest.raises(ValueError, match="needs use_occupancy"):
+        build(use_occupancy=False, use_intensity=True)
 
 
 def test_group_average_and_shared_groups_by_hand():
@@ -207,7 +240,10 @@ ROWS = {  # the slides' ablation rows: switches -> the terms forward must return
     "global-only": (dict(use_local=False, use_occupancy=False), {"global"}),
     "full(M)": (dict(use_occupancy=False, num_prototypes=20), {"local", "global"}),
     "ours": (dict(), {"local", "global", "occupancy"}),
+    "ours + intensity": (dict(use_intensity=True), {"local", "global", "occupancy", "intensity"}),
+    "occ-only + intensity": (dict(use_local=False, use_global=False, use_intensity=True), {"occupancy", "intensity"}),
 }
+WEIGHTS = {"local": 0.5, "global": 2.0, "occupancy": 3.0, "intensity": 4.0}
 
 
 def build(**kwargs) -> ISCC:
@@ -234,7 +270,9 @@ def random_batch(seed: int = 0) -> dict:
     view1 = view(gen, 2, 150, masked={2, 9})  # one masked group per scene, absent from the student's view
     view2 = view(gen, 2, 150, masked=set())
     qbatch = torch.arange(2).repeat_interleave(40)
+    intensity = torch.rand(80, generator=gen)
     query = {"coord": torch.rand(80, 3, generator=gen) * 4, "surface_offset": torch.rand(80, generator=gen) * 3 - 1.5,
+             "surface_intensity": torch.where(torch.arange(80) % 3 == 2, torch.nan, intensity),  # free space: none
              "batch": qbatch, "offset": torch.tensor([40, 80])}
     return {"view1": view1, "view2": view2, "query": query}
 
@@ -242,13 +280,12 @@ def random_batch(seed: int = 0) -> dict:
 @pytest.mark.parametrize("row", list(ROWS))
 def test_switch_rows_return_exactly_their_terms(row):
     switches, terms = ROWS[row]
-    model = build(**switches, loss_weights={"local": 0.5, "global": 2.0, "occupancy": 3.0}).train()
+    model = build(**switches, loss_weights=WEIGHTS).train()
     out = model(random_batch())
     extra = {"prototype_entropy"} if "global" in terms else set()
     assert set(out) == {"loss", "queue_fill", *extra, *(f"loss_{name}" for name in terms)}
     assert all(torch.isfinite(v).all() for v in out.values())
-    weights = {"local": 0.5, "global": 2.0, "occupancy": 3.0}
-    total = sum(weights[name] * out[f"loss_{name}"] for name in terms)
+    total = sum(WEIGHTS[name] * out[f"loss_{name}"] for name in terms)
     assert out["loss"].item() == pytest.approx(total.item(), rel=1e-6)
     assert all(not out[f"loss_{name}"].requires_grad for name in terms)
     assert hasattr(model, "teacher") == bool(terms & {"local", "global"})
@@ -354,6 +391,7 @@ def test_shipped_config_validates_and_builds():
     assert resolved["momentum"] == 0.999 and resolved["occupancy_bins"] == 32 and resolved["num_prototypes"] == 100
     model = MODELS.build(dict(resolved, queue_size=8))
     assert model.use_local and model.use_global and model.use_occupancy and model.voxel_size == 0.05
+    assert not model.use_intensity and resolved["loss_weights"]["intensity"] == 1.0  # off: the slides' method
     with pytest.raises(cfglib.ConfigError, match="occupancy_bins"):
         cfglib.validate(cfglib.load(CONFIG, ["model.occupancy_bins=1"]), Schema)
     with pytest.raises(ValueError, match="at least one"):

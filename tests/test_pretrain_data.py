@@ -237,6 +237,12 @@ def test_queries_lie_on_the_rays_through_removed_points(tiny_dataset, grouped):
     groups = ds.groups[sample["name"].split("/")[0]]
     window_ids = groups.ids(sample["window"], groups.frames.index(sample["name"].split("/")[1]))
     np.testing.assert_array_equal(window_ids[row], query["group"][:m])
+    # ALSO's intensity targets: p's intensity behind and in front of the surface, none in free space
+    intensity = query["surface_intensity"]
+    assert intensity.dtype == np.float32
+    np.testing.assert_array_equal(intensity[:m], scan[row, 3])
+    np.testing.assert_array_equal(intensity[m:2 * m], scan[row, 3])
+    assert np.isnan(intensity[2 * m:]).all()
 
 
 def test_visible_queries_follow_the_crops_and_change_nothing_else(tiny_dataset, grouped):
@@ -266,14 +272,17 @@ def test_visible_queries_follow_the_crops_and_change_nothing_else(tiny_dataset, 
         distance, row = cKDTree(b["view1"]["coord"].astype(np.float64)).query(surface)
         assert distance.max() < 1e-4  # each p is a point the student sees
         assert len(np.unique(row)) == 25  # drawn without replacement
+        np.testing.assert_array_equal(visible["surface_intensity"][:50], np.tile(b["view1"]["intensity"][row, 0], 2))
+        assert np.isnan(visible["surface_intensity"][50:]).all()
 
 
 def test_query_geometry_for_a_hand_built_point(tiny_dataset, grouped):
     ds = pairs(tiny_dataset, grouped, surface_distance=0.5)
     p = np.array([[3.0, 4.0, 0.0], [0.3, 0.0, 0.0]], dtype=np.float32)  # |p| = 5; the second is too near
-    query = ds.queries(p, np.array([7, 8]), np.random.default_rng(0), 1024)
+    query = ds.queries(p, np.array([7, 8]), np.array([0.25, 0.75], np.float32), np.random.default_rng(0), 1024)
     coord, offset = query["coord"].astype(np.float64), query["surface_offset"].astype(np.float64)
     assert coord.shape == (3, 3) and list(query["group"]) == [7, 7, 7]
+    np.testing.assert_array_equal(query["surface_intensity"], np.array([0.25, 0.25, np.nan], np.float32))
     direction = np.array([0.6, 0.8, 0.0])
     assert 0 < offset[0] < 0.5 and -0.5 < offset[1] < 0 and -5 < offset[2] < 0
     np.testing.assert_allclose(coord[0], [3, 4, 0] + offset[0] * direction, atol=1e-6)  # p + d u dir
@@ -294,6 +303,7 @@ def test_collate_keeps_shared_ids_equal_and_samples_apart(tiny_dataset, grouped)
     masked = [set(batch["query"]["group"][batch["query"]["batch"] == b].tolist()) for b in range(2)]
     assert masked[0] and masked[1] and not masked[0] & masked[1] and not masked[1] & second
     assert batch["query"]["surface_offset"].shape == (len(batch["query"]["coord"]),) == (300,)
+    assert batch["query"]["surface_intensity"].shape == (300,)  # a per-query key: concatenated
     assert batch["name"] == ["00/000000", "01/000001"] and batch["window"].tolist() == [0, 0]
 
 

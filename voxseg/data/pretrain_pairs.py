@@ -28,6 +28,9 @@ count. A sample:
                point_index (N1,) row in x_i's scan file[, segment, instance]},
      "view2": {... the same for x_j},
      "query": {coord (Q, 3) float32 in view 1's coordinates, surface_offset (Q,) float32,
+               surface_intensity (Q,) float32: the intensity of the point the query was cast
+               through for the queries behind and in front of the surface, NaN for those between
+               sensor and surface (ALSO's intensity targets: none in free space),
                group (Q,) int64: the removed group the query was cast from (-1 in the views;
                -1 for the queries through visible points, after the crops' queries)},
      "name": "SS/FFFFFF" (x_i), "pair": "SS/FFFFFF" (x_j), "window": index of the window (in
@@ -59,6 +62,7 @@ from voxseg.errors import ConfigError, DataFormatError
 from voxseg.registry import DATASETS
 
 register_point_key("surface_offset")  # (Q,) float32 signed distance along the ray, + = occupied side
+register_point_key("surface_intensity")  # (Q,) float32 intensity of the surface point, NaN in free space
 
 # transforms under which the sensor stays at the origin of view 1 (see the module docstring)
 KEEP_ORIGIN = ("RandomRotateZ", "RandomFlip", "RandomScale", "RandomJitter", "RandomDropout", "RangeCrop")
@@ -160,11 +164,12 @@ class ISCCPairs(PointDataset):
         shared = np.intersect1d(view1["group"][view1["group"] >= 0], view2["group"][view2["group"] >= 0])
         masked = self.choose_masked(shared, mask_rng)
         removed = np.isin(view1["group"], masked)
-        query = self.queries(view1["coord"][removed], view1["group"][removed], mask_rng, self.max_query_points)
+        query = self.queries(view1["coord"][removed], view1["group"][removed], view1["intensity"][removed, 0],
+                             mask_rng, self.max_query_points)
         view1 = {k: (v[~removed] if is_point_key(k) else v) for k, v in view1.items()}
         if self.visible_query_points:
-            visible = self.queries(view1["coord"], np.full(len(view1["coord"]), -1, dtype=np.int64), visible_rng,
-                                   self.visible_query_points)
+            visible = self.queries(view1["coord"], np.full(len(view1["coord"]), -1, dtype=np.int64),
+                                   view1["intensity"][:, 0], visible_rng, self.visible_query_points)
             query = {k: np.concatenate([query[k], visible[k]]) for k in query}
         both = np.intersect1d(view1["group"], view2["group"])
         for view in (view1, view2):
@@ -186,12 +191,13 @@ class ISCCPairs(PointDataset):
         count = min(round(self.mask_ratio * len(shared)), self.max_masked_groups, max(len(shared) - 1, 0))
         return np.sort(rng.choice(shared, size=count, replace=False)) if count else shared[:0]
 
-    def queries(self, points: np.ndarray, group: np.ndarray, rng: np.random.Generator, limit: int) -> dict:
+    def queries(self, points: np.ndarray, group: np.ndarray, intensity: np.ndarray, rng: np.random.Generator,
+                limit: int) -> dict:
         """Queries on the rays from the origin through up to `limit` of `points` (those farther
         than surface_distance from the sensor), drawn uniformly: behind, in front of and before
-        each; `group` is each point's."""
+        each; `group` and `intensity` are each point's."""
         far = np.linalg.norm(points.astype(np.float64), axis=1) > self.surface_distance
-        points, group = points[far], group[far]
+        points, group, intensity = points[far], group[far], intensity[far]
         chosen = np.sort(rng.choice(len(points), size=min(len(points), limit), replace=False))
         p = points[chosen].astype(np.float64)
         distance = np.linalg.norm(p, axis=1, keepdims=True)
@@ -201,7 +207,9 @@ class ISCCPairs(PointDataset):
         d = self.surface_distance
         coord = np.concatenate([p + d * u[0] * direction, p - d * u[1] * direction, u[2] * p])
         offset = np.concatenate([d * u[0], -d * u[1], (u[2] - 1) * distance])[:, 0]
+        surface = intensity[chosen].astype(np.float32)
         return {"coord": coord.astype(np.float32), "surface_offset": offset.astype(np.float32),
+                "surface_intensity": np.concatenate([surface, surface, np.full_like(surface, np.nan)]),
                 "group": np.tile(group[chosen], 3).astype(np.int64)}
 
     def check(self, full: bool = True, progress: bool = True, indices=None) -> None:

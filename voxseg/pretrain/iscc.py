@@ -27,6 +27,10 @@ Choices the slides leave open (each names the closest public method):
   * occupancy: K bins of the query's signed distance along its ray over [-d_max, d_max] (K = 2:
     ALSO's occupancy), decoder on the nearest student voxel + relative position (ALSO-like;
     voxseg.pretrain.occupancy). Queries are in view1's coordinates, so h1 is read.
+  * intensity (`use_intensity`, off by default: not in the slides): ALSO's second decoder
+    output, the intensity of the surface point a query was cast through, regressed with L1 at the
+    queries behind and in front of the surface (voxseg.pretrain.losses.intensity_loss); ALSO's
+    SemanticKITTI setting, weight 1. It needs the occupancy decoder, one more output of its MLP.
   * the queue holds the teacher's L2-normalised projected group features, oldest overwritten
     first (voxseg.pretrain.queue); with queue_size 0 Sinkhorn balances the batch alone.
   * the global and occupancy terms are means over the batch's groups / queries; weights 1.
@@ -45,7 +49,7 @@ Training order (what a training tool must do each step):
                               # (after the targets were computed from the queue's old contents)
     out["loss"].backward(); optimizer.step()
     model.momentum_update()   # teacher <- EMA of the student, after every optimizer step
-forward returns loss (weighted sum), loss_local / loss_global / loss_occupancy (the terms in use,
+forward returns loss (weighted sum), loss_local / loss_global / loss_occupancy / loss_intensity (the terms in use,
 detached, unweighted), prototype_entropy (with the global term: entropy of the batch's mean
 prototype assignment, log M when balanced, 0 when collapsed) and queue_fill (rows in the queue).
 
@@ -67,6 +71,7 @@ from voxseg.pretrain.losses import (
     clustering_loss,
     cosine_scores,
     group_average,
+    intensity_loss,
     local_info_nce,
     occupancy_labels,
     occupancy_loss,
@@ -79,7 +84,7 @@ from voxseg.pretrain.sinkhorn import sinkhorn_targets
 from voxseg.pretrain.teacher import make_teacher, momentum_update_
 from voxseg.registry import BACKBONES, MODELS
 
-TERMS = ("local", "global", "occupancy")
+TERMS = ("local", "global", "occupancy", "intensity")
 
 
 @MODELS.register()
@@ -102,18 +107,21 @@ class ISCC(nn.Module):
         use_local: bool = True,
         use_global: bool = True,
         use_occupancy: bool = True,
+        use_intensity: bool = False,
         loss_weights: dict[str, Annotated[float, Range(ge=0)]] = {},  # noqa: B006
     ):
         """proj_hidden: the projection head's hidden width (None: the backbone's out_channels);
         queue_size: C rows of F_g (0: Sinkhorn on the batch alone); occupancy_range: d_max in
         metres, to match the data side's query distance (PretrainPairs' surface_distance, 0.1 m);
-        loss_weights: per term (local, global, occupancy), default 1; weights of terms switched off
-        are ignored, so one base config serves every ablation row."""
+        use_intensity: also regress each query's surface intensity (ALSO), with use_occupancy;
+        loss_weights: per term (local, global, occupancy, intensity), default 1; weights of terms
+        switched off are ignored, so one base config serves every ablation row."""
         super().__init__()
         self.check_config({"use_local": use_local, "use_global": use_global, "use_occupancy": use_occupancy,
-                           "loss_weights": loss_weights})
+                           "use_intensity": use_intensity, "loss_weights": loss_weights})
         self.momentum = momentum
         self.use_local, self.use_global, self.use_occupancy = use_local, use_global, use_occupancy
+        self.use_intensity = use_intensity
         self.local_temperature, self.cluster_temperature = local_temperature, cluster_temperature
         self.sinkhorn_epsilon, self.sinkhorn_iterations = sinkhorn_epsilon, sinkhorn_iterations
         self.occupancy_bins, self.occupancy_range = occupancy_bins, occupancy_range
@@ -137,7 +145,7 @@ class ISCC(nn.Module):
             if not self.voxel_size > 0:
                 raise ValueError(f"the occupancy term needs a backbone with a voxel_size > 0, "
                                  f"{backbone['type']} has {self.voxel_size}")
-            self.decoder = OccupancyDecoder(channels, occupancy_bins, occupancy_hidden)
+            self.decoder = OccupancyDecoder(channels, occupancy_bins + int(use_intensity), occupancy_hidden)
 
     @staticmethod
     def check_config(cfg: dict) -> None:
@@ -146,6 +154,8 @@ class ISCC(nn.Module):
         would train to make its term worse."""
         if not (cfg["use_local"] or cfg["use_global"] or cfg["use_occupancy"]):
             raise InvalidValue("use_local", "ISCC needs at least one of use_local, use_global, use_occupancy")
+        if cfg.get("use_intensity") and not cfg["use_occupancy"]:
+            raise InvalidValue("use_intensity", "needs use_occupancy: the occupancy decoder predicts the intensity")
         for name in cfg.get("loss_weights", {}):
             if name not in TERMS:
                 raise InvalidValue(f"loss_weights.{name}", f"names no ISCC term; terms: {', '.join(TERMS)}")
@@ -190,9 +200,11 @@ class ISCC(nn.Module):
                 out["prototype_entropy"] = prototype_entropy(scores.detach(), self.cluster_temperature)
         if self.use_occupancy:
             query = batch["query"]
-            logits = self.decoder(student, query["coord"], query["batch"], self.voxel_size)
+            decoded = self.decoder(student, query["coord"], query["batch"], self.voxel_size)
             labels = occupancy_labels(query["surface_offset"], self.occupancy_bins, self.occupancy_range)
-            terms["occupancy"] = occupancy_loss(logits, labels)
+            terms["occupancy"] = occupancy_loss(decoded[:, :self.occupancy_bins], labels)
+            if self.use_intensity:
+                terms["intensity"] = intensity_loss(decoded[:, self.occupancy_bins], query["surface_intensity"])
 
         loss = sum(self.loss_weights[name] * term for name, term in terms.items())
         assert isinstance(loss, torch.Tensor)  # check_config: at least one term is on

@@ -100,3 +100,15 @@ def occupancy_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if len(logits) == 0:
         return logits.sum() * 0.0
     return F.cross_entropy(logits, labels)
+
+
+def intensity_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """ALSO's intensity term (Boulch et al., CVPR 2023; their SemanticKITTI setting): the mean
+    |predicted - target| over the queries that have a target, those behind and in front of a
+    surface, whose target is the intensity of the point they were cast through; the queries in
+    free space (target NaN) have none. 0 where no query has one. No host sync: the mean is a
+    masked sum over a clamped count."""
+    has = torch.isfinite(target)
+    error = torch.where(has, (predicted - target.nan_to_num()).abs(), predicted.new_zeros(()))
+    return error.sum() / has.sum().clamp_min(1).to(error.dtype)
+
