@@ -18,7 +18,7 @@ from tests.helpers import ROOT
 CODE = {"code_hash": "c0de" * 16, "commit": "439dd03" + "0" * 33, "dirty": False}
 OTHER = {"code_hash": "0ther" * 12 + "beef", "commit": "1234567" + "0" * 33, "dirty": False}
 MACHINE = {"platform": "Linux-6.8-x86_64-with-glibc2.39", "processor": "x86_64", "cpus": 2, "python": "3.12.3",
-           "torch": "2.11.0", "minkowskiengine": "0.5.4", "device": "cpu", "gpu": None}
+           "torch": "2.11.0", "minkowskiengine": "0.5.4", "device": "cpu", "gpu": None}  # a record before "cpu"
 
 
 # ------------------------------------------------------------------------------- runs and scores
@@ -174,6 +174,21 @@ def test_render_markdown_from_a_record():
     assert ih.render_markdown(ih.merge_table({}, fake_table())) == EXPECTED_BLOCK.split("\n")
 
 
+def test_rows_scored_on_other_cpus_are_named():
+    """Every row on the table's CPU: no line; rows of two CPUs, or unrecorded: one line naming them."""
+    xeon, epyc = "Xeon (family 6 model 207, avx512), OpenBLAS SKYLAKEX", "EPYC (family 25 model 1, avx2), OpenBLAS ZEN"
+    table = fake_table()
+    table["machine"] = {**MACHINE, "cpu": xeon}
+    for r in table["rows"].values():
+        r["cpu"] = xeon
+    assert ih.cpu_lines(table) == []
+    table["rows"]["asis_vanilla"]["cpu"] = epyc
+    table["rows"]["mpnet_nomem"]["cpu"] = None
+    assert ih.cpu_lines(table) == ["", f"Rows by the CPU of the invocation that scored them: {xeon}: ASIS; "
+                                       f"{epyc}: ASIS vanilla; not recorded: MPNet no mem."]
+    assert ih.render_markdown({"tables": [table]})[-2:] == ih.cpu_lines(table)
+
+
 def test_render_readme_replaces_the_marked_block_only_and_refuses_bad_input(tmp_path):
     record, page = tmp_path / "record.json", tmp_path / "results.md"
     before, after = "# Results\n\n", "\n## Next\n"
@@ -199,7 +214,8 @@ def test_main_trains_scores_compares_and_records(tmp_path, monkeypatch, capsys, 
     results = {"asis": scores(0.25, 0.375, 0.5, 0.875), "asis_warmup": scores(0.3125, 0.4375, 0.5625, 0.9375)}
     monkeypatch.setattr(ih, "generate_dataset", lambda root, spec: None)
     monkeypatch.setattr(ih, "code_identity", lambda: CODE)
-    monkeypatch.setattr(ih, "machine_info", lambda device: MACHINE)
+    cpu = "Xeon (family 6 model 207, avx512), OpenBLAS SKYLAKEX"
+    monkeypatch.setattr(ih, "machine_info", lambda device: {**MACHINE, "cpu": cpu})
     monkeypatch.setattr(ih, "evaluate", lambda run_dir, data, device: {
         k: v for k, v in results[run_dir.name].items() if k != "code_hash"})
     out, record = tmp_path / "runs", tmp_path / "record.json"
@@ -214,6 +230,8 @@ def test_main_trains_scores_compares_and_records(tmp_path, monkeypatch, capsys, 
     assert printed[-1] == f"record: {record} (docs/results.md: python benchmarks/instance_heads.py --render-readme)"
     [table] = json.loads(record.read_text())["tables"]
     assert list(table["rows"]) == ["asis", "asis_warmup"] and table["rows"]["asis_warmup"]["pq"] == 0.4375
+    assert [r["cpu"] for r in table["rows"].values()] == [cpu, cpu]  # the scoring invocation's
+    assert json.loads((out / "asis" / "benchmark.json").read_text())["cpu"] == cpu  # kept with the score
 
     written = record.read_bytes()
     monkeypatch.setattr(ih, "code_identity", lambda: {**CODE, "dirty": True})
