@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import voxseg.data.dataset  # noqa: F401  (registers the datasets)
+import voxseg.data.semantic_kitti_dataset  # noqa: F401  (registers the datasets)
 import voxseg.models  # noqa: F401  (registers the models)
 from tests.helpers import ASIS_CONFIG, FINETUNE_CONFIG, ROOT, asis_overrides, finetune_overrides
 from voxseg import sparse

@@ -11,8 +11,8 @@ import pytest
 from tests.helpers import SYNTHETIC_LABELS
 from voxseg.data import semantic_kitti as sk, transforms
 from voxseg.data.collate import collate
-from voxseg.data.dataset import SemanticKITTI
 from voxseg.data.labels import LabelConfig
+from voxseg.data.semantic_kitti_dataset import SemanticKITTI
 from voxseg.errors import ConfigError, DataFormatError
 
 

@@ -9,12 +9,12 @@ import pytest
 
 from tests.helpers import ROOT, SYNTHETIC_LABELS
 from voxseg.data import semantic_kitti as sk
-from voxseg.data.dataset import SemanticKITTI
 from voxseg.data.defaults import PointDataset
 from voxseg.data.features import INDOOR_FEATURES, LIDAR_FEATURES, feature_channels, point_features
 from voxseg.data.pretrain_pairs import ISCCPairs
 from voxseg.data.s3dis import S3DIS
 from voxseg.data.scannet import ScanNet
+from voxseg.data.semantic_kitti_dataset import SemanticKITTI
 from voxseg.errors import ConfigError
 
 SCANNET_LABELS = str(ROOT / "configs" / "labels" / "scannet.yaml")

@@ -402,7 +402,7 @@ def test_dpgnet_finetune_infer_evaluate(tiny_dataset, tmp_path, monkeypatch):
     assert metrics["step"] == 4 and {"pq", "ap", "ap50", "mwcov", "miou", "best_pq"} <= set(metrics)
 
     # ASA of the predicted cliques against the ground-truth instances, scan by scan (as the benchmark reports it)
-    import voxseg.data.dataset  # noqa: F401
+    import voxseg.data.semantic_kitti_dataset  # noqa: F401
     from voxseg.engine import checkpoint
     from voxseg.engine.inference import predict
     from voxseg.registry import DATASETS, MODELS

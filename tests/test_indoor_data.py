@@ -15,10 +15,10 @@ import pytest
 
 from tests.helpers import ROOT, read_only, snapshot
 from voxseg.data.collate import collate
-from voxseg.data.dataset import SemanticKITTI  # noqa: F401  (registers the datasets as the engine does)
 from voxseg.data.labels import LabelConfig
 from voxseg.data.s3dis import S3DIS
 from voxseg.data.scannet import V1_SPELLINGS, ScanNet
+from voxseg.data.semantic_kitti_dataset import SemanticKITTI  # noqa: F401  (registers the datasets as the engine does)
 from voxseg.errors import ConfigError, DataFormatError
 from voxseg.registry import DATASETS
 

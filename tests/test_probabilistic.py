@@ -393,7 +393,7 @@ def test_extdim_baseline_finetunes(tiny_dataset, tmp_path, monkeypatch):
     assert losses["loss"] == pytest.approx(losses["loss_ins"] + losses["loss_score"], rel=1e-5)
 
     # ExtDim's 6-D embedding and no sigma branch in the checkpoint; training moved the weights
-    import voxseg.data.dataset  # noqa: F401  (registers the datasets)
+    import voxseg.data.semantic_kitti_dataset  # noqa: F401  (registers the datasets)
     from voxseg.engine import checkpoint
     from voxseg.engine.inference import predict
     from voxseg.registry import DATASETS, MODELS
