@@ -122,7 +122,8 @@ FINETUNE_REFUSALS = [
 ]
 PRETRAIN_REFUSALS = [
     ("model.loss_weights.global=-1", "model.loss_weights.global: must be >= 0, got -1"),
-    ("model.loss_weights.globl=1", "model.loss_weights.globl: names no ISCC term; terms: local, global, occupancy"),
+    ("model.loss_weights.globl=1",
+     "model.loss_weights.globl: names no ISCC term; terms: local, global, occupancy, intensity"),
     (("model.use_local=false", "model.use_global=false", "model.use_occupancy=false"),
      "model.use_local: ISCC needs at least one of use_local, use_global, use_occupancy"),
     ("train.seed=-1", "train.seed: must be in [0, 4294967296), got -1"),
