@@ -683,35 +683,28 @@ def verify(jobs: list[Job], names: list[str], out: Path, launch: Callable[[Job],
 
 
 # ----------------------------------------------------------------------------------- the results
-def read_results(jobs: list[Job], status: dict[str, str], steps: int) -> dict[tuple[str, float, int], float]:
-    """mIoU (0..1) of every fine-tune that finished, from its metrics.json."""
-    miou = {}
+def read_results(jobs: list[Job], status: dict[str, str], steps: int) -> tuple[
+        dict[tuple[str, float, int], float], dict[tuple[str, float, int], dict[str, float | None]]]:
+    """Every finished fine-tune's mIoU (0..1) and IoU per class (0..1, None for a class absent
+    from the held-out scans), each from its metrics.json, read once. A run the record held keeps
+    its entry (its mIoU here, its IoU per class in run_records); a run without `iou_per_class` has
+    no IoU per class."""
+    miou, class_iou = {}, {}
     for job in jobs:
         if job.kind != "finetune" or status.get(job.name) not in ("done", "reused"):
             continue
+        key = (job.row, job.fraction, job.seed)
         if job.recorded is not None:
-            miou[(job.row, job.fraction, job.seed)] = float(job.recorded["miou"])
+            miou[key] = float(job.recorded["miou"])
             continue
         path = job.run_dir / "metrics.json"
         metrics = json.loads(path.read_text())
         if metrics.get("step") != steps:
             raise BenchError(f"{path}: the run ended at step {metrics.get('step')}, not {steps}")
-        miou[(job.row, job.fraction, job.seed)] = float(metrics["miou"])
-    return miou
-
-
-def read_class_iou(jobs: list[Job], status: dict[str, str]) -> dict[tuple[str, float, int], dict[str, float | None]]:
-    """IoU per class (0..1, None for a class absent from the held-out scans) of every fine-tune
-    that finished in its folder, from its metrics.json (`iou_per_class`); a run the record held
-    keeps its entry (run_records), a run without them is left out."""
-    found = {}
-    for job in jobs:
-        if job.kind != "finetune" or status.get(job.name) not in ("done", "reused") or job.recorded is not None:
-            continue
-        per_class = json.loads((job.run_dir / "metrics.json").read_text()).get("iou_per_class")
-        if per_class is not None:
-            found[(job.row, job.fraction, job.seed)] = per_class
-    return found
+        miou[key] = float(metrics["miou"])
+        if metrics.get("iou_per_class") is not None:
+            class_iou[key] = metrics["iou_per_class"]
+    return miou, class_iou
 
 
 def check_subsets(jobs: list[Job], status: dict[str, str]) -> int:
@@ -742,7 +735,7 @@ def run_records(jobs: list[Job], miou: dict[tuple[str, float, int], float], out:
     """One entry per measured fine-tune: row, fraction, seed, mIoU (0..1, as metrics.json), its
     folder under `out`, the code that made it (its code.json), the digest of its labelled scans,
     the CPU and OpenBLAS kernels it ran on (`cpu`, machine_info's) and, where `class_iou`
-    (read_class_iou) has them, its IoU per class; a run the record held (carry_recorded) keeps its
+    (read_results) has them, its IoU per class; a run the record held (carry_recorded) keeps its
     entry."""
     records = []
     for job in jobs:
@@ -893,6 +886,17 @@ def format_class_delta(value: float | None) -> str:
     return "-" if value is None else f"{round(value, 1) or 0.0:+.1f}"
 
 
+def class_table(first: str, classes: list[str], rows: list[tuple[str, dict[str, float | None], list[str]]],
+                after: list[str] | None = None) -> list[str]:
+    """A markdown table of differences per class (format_class_delta): the column `first`, one
+    column per class, then the columns `after`; each row is (its first cell, its differences by
+    class, its cells after), a class it lacks is '-'."""
+    after = after or []
+    return ["| " + " | ".join([first, *classes, *after]) + " |", "|---" * (1 + len(classes) + len(after)) + "|",
+            *("| " + " | ".join([label, *(format_class_delta(by_class.get(name)) for name in classes), *cells]) + " |"
+              for label, by_class, cells in rows)]
+
+
 def format_delta(cell: dict) -> str:
     """'+3.1 [-0.2, +6.4]': the mean difference to scratch and its interval ('n/a' for one seed)."""
     ci = "n/a" if cell["ci"] is None else f"{cell['ci'][0]:+.1f}, {cell['ci'][1]:+.1f}"
@@ -1039,10 +1043,8 @@ def render_markdown(record: dict, source: str = "benchmarks/results/label_effici
     if differences:
         lines += ["", f"IoU per class at {frac_key(fraction)}%: each row's difference to No Pre-training in points "
                   "of IoU (%), the mean over the row's seeds (same labelled scans):", "",
-                  "| method | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
-        for row, by_class in differences.items():
-            lines.append(f"| {ROWS[row].name} | " + " | ".join(format_class_delta(by_class[name]) for name in classes)
-                         + " |")
+                  *class_table("method", classes, [(ROWS[row].name, by_class, []) for row, by_class in
+                                                   differences.items()])]
     commit = "no commit" if code["commit"] is None else f"commit `{code['commit'][:7]}`"
     gpu = f" ({machine['gpu']})" if machine.get("gpu") else ""
     cpus = sorted({str(r.get("cpu")) for r in record["runs"]})
@@ -1072,16 +1074,21 @@ def describe_pretraining(settings: dict) -> str:
             + (f"; groups with {' '.join(groups)}" if groups else ""))
 
 
+def study_pair(settings: dict, source: str) -> dict[str, dict[float, list[int]]]:
+    """A study's cells of No Pre-training and Ours (ISCC) at the target fraction (1%); a record
+    without both is an error naming it."""
+    cells = cells_from_json(settings["cells"])
+    if TARGET_FRACTION not in cells.get(ISCC, {}) or TARGET_FRACTION not in cells.get(SCRATCH, {}):
+        raise BenchError(f"{source}: no {ROWS[ISCC].name} and {ROWS[SCRATCH].name} runs at "
+                         f"{frac_key(TARGET_FRACTION)}% to compare")
+    return {row: {TARGET_FRACTION: cells[row][TARGET_FRACTION]} for row in (SCRATCH, ISCC)}
+
+
 def study_row(settings: dict, code: dict, runs: list[dict], source: str) -> str:
     """One row of the studies table: a record's pretraining, scratch and ISCC at the target
     fraction (1%) over the same seeds, the paired difference with its interval, every seed's
-    difference, the commit and the record's path. A record without both rows at that fraction
-    is an error naming it."""
-    cells, fraction = cells_from_json(settings["cells"]), TARGET_FRACTION
-    if fraction not in cells.get(ISCC, {}) or fraction not in cells.get(SCRATCH, {}):
-        raise BenchError(f"{source}: no {ROWS[ISCC].name} and {ROWS[SCRATCH].name} runs at {frac_key(fraction)}% "
-                         "to compare")
-    pair = {row: {fraction: cells[row][fraction]} for row in (SCRATCH, ISCC)}
+    difference, the commit and the record's path (study_pair: the cells compared)."""
+    fraction, pair = TARGET_FRACTION, study_pair(settings, source)
     table = summarize({(r["row"], r["fraction"], r["seed"]): r["miou"] for r in runs}, pair)["table"]
     scratch, iscc = (table[row][frac_key(fraction)] for row in (SCRATCH, ISCC))
     means = ["-" if cell["mean"] is None else f"{cell['mean']:.1f} (n={cell['n']})" for cell in (scratch, iscc)]
@@ -1100,9 +1107,8 @@ def render_studies(records: list[tuple[str, dict]]) -> list[str]:
     for source, record in records:
         try:
             rows.append(study_row(record["settings"], record["code"], record["runs"], source))
-            pair = {row: {TARGET_FRACTION: cells_from_json(record["settings"]["cells"])[row][TARGET_FRACTION]}
-                    for row in (SCRATCH, ISCC)}
-            classes, differences = class_differences(record["runs"], pair, TARGET_FRACTION)
+            differences = class_differences(record["runs"], study_pair(record["settings"], source),
+                                            TARGET_FRACTION)[1]
         except (KeyError, TypeError, ValueError) as exc:
             raise BenchError(f"{source}: not a label-efficiency record ({type(exc).__name__}: {exc})") from exc
         by_class.append((describe_pretraining(record["settings"]), differences.get(ISCC, {}), source))
@@ -1114,10 +1120,9 @@ def render_studies(records: list[tuple[str, dict]]) -> list[str]:
              f"mIoU (%) at {frac_key(TARGET_FRACTION)}% labels on the held-out sequence, the mean over n seeds, "
              "fine-tuning identical in every row; per seed: ISCC - scratch with the same labelled scans."]
     if classes:
-        lines += ["", "| pretraining | " + " | ".join(classes) + " | record |",
-                  "|---|" + "---|" * len(classes) + "---|"]
-        lines += [f"| {pretraining} | " + " | ".join(format_class_delta(differences.get(name)) for name in classes)
-                  + f" | {source} |" for pretraining, differences, source in by_class]
+        lines += ["", *class_table("pretraining", classes, [(pretraining, differences, [source])
+                                                            for pretraining, differences, source in by_class],
+                                   after=["record"])]
         lines += ["", f"ISCC - scratch per class at {frac_key(TARGET_FRACTION)}%, in points of IoU (%), the mean "
                   "over the same seeds; -: not kept (a record written before the runs' IoU per class was)."]
     return lines
@@ -1348,9 +1353,9 @@ def main(argv: list[str] | None = None) -> int:
               "(a GPU is faster, smaller voxels slower)", flush=True)
 
     def document(status: dict[str, str]) -> dict:
-        miou = read_results(jobs, status, s.finetune_steps)
+        miou, class_iou = read_results(jobs, status, s.finetune_steps)
         return summary_document(s, jobs, status, miou, machine, args.jobs, val_scans, time.perf_counter() - start,
-                                read_class_iou(jobs, status))
+                                class_iou)
 
     def record_progress(status: dict[str, str]) -> None:
         """After each fine-tune: the record so far (complete false), so that what finished

@@ -356,8 +356,8 @@ def test_runner_order_parallelism_reuse_and_resume(tmp_path):
     # a second benchmark run reuses everything and launches nothing
     again = le.run_jobs(jobs, 2, launch=lambda job: pytest.fail(f"{job.name} rerun"), poll_s=0, say=lambda *_: None)
     assert set(again.values()) == {"reused"}
-    assert le.read_results(jobs, again, 5) == {("scratch", 1.0, 0): 0.25, ("scratch", 2.0, 0): 0.5,
-                                               ("iscc", 1.0, 0): 0.5, ("iscc", 2.0, 0): 0.5}
+    assert le.read_results(jobs, again, 5) == ({("scratch", 1.0, 0): 0.25, ("scratch", 2.0, 0): 0.5,
+                                                ("iscc", 1.0, 0): 0.5, ("iscc", 2.0, 0): 0.5}, {})
     assert le.check_subsets(jobs, again) == 2
     with pytest.raises(le.BenchError, match="ended at step 5, not 6"):
         le.read_results(jobs, again, 6)
@@ -812,7 +812,8 @@ def test_summary_document_and_when_it_may_be_the_record(tmp_path):
     for job, miou in zip(jobs, [0.25, 0.3125], strict=True):
         finish(job, CODE, miou)
     status = {"preprocess": "reused", "pretrain_iscc": "done", "scratch/1pct_seed0": "done", "iscc/1pct_seed0": "done"}
-    miou = le.read_results(jobs, status, 5)
+    miou, class_iou = le.read_results(jobs, status, 5)
+    assert class_iou == {}  # the fake runs keep no IoU per class
     machine = fake_record()["machine"]
     summary = le.summary_document(s, jobs, status, miou, machine, 2, 40, 60.0)
     subset = hashlib.sha256(b"1.0 0\n").hexdigest()
