@@ -1,6 +1,7 @@
 """Plain constants and functions the tests share (pytest fixtures live in conftest.py): the
 repository's paths and configs, fine-tuning overrides for the tiny synthetic dataset, random
-batches, running a tool, read-only dataset folders, and the fine-tune -> infer -> evaluate check."""
+batches, the ASIS heads' hand-made scan, running a tool, read-only dataset folders, and the
+fine-tune -> infer -> evaluate check."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator
 
 import numpy as np
@@ -59,6 +61,22 @@ def asis_overrides(root, out, **extra) -> list[str]:
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+def asis_hand_made_scan() -> tuple[dict[str, torch.Tensor], SimpleNamespace, dict[str, torch.Tensor], torch.Tensor]:
+    """The hand-made scan of the ASIS-style heads' predict tests: six voxels of one scan (20, 20,
+    10, 20, 20, 20 points); voxels 0, 1 and 3 close in embedding space (class 0 leads on 0 and 1,
+    class 1 on 3), voxel 2 far away (class 0), voxels 4 and 5 stuff (class 2). Returns the head
+    outputs (per point and per voxel), the backbone features, the batch and `inverse` (point ->
+    voxel)."""
+    points_per_voxel = torch.tensor([20, 20, 10, 20, 20, 20])
+    inverse = torch.repeat_interleave(torch.arange(6), points_per_voxel)
+    voxel_logits = torch.tensor([[4.0, 0, 0], [3.0, 0, 0], [2.0, 0, 0], [0, 3.0, 0], [0, 0, 5.0], [0, 0, 5.0]])
+    voxel_embedding = torch.tensor([[0.0, 0], [0.1, 0], [5.0, 5.0], [0.2, 0.1], [0.0, 0], [0.0, 0]])
+    outputs = {"logits": voxel_logits[inverse], "embedding": voxel_embedding[inverse],
+               "voxel_logits": voxel_logits, "voxel_embedding": voxel_embedding}
+    features = SimpleNamespace(voxel_batch=torch.zeros(6, dtype=torch.long), inverse=inverse)
+    return outputs, features, {"batch": torch.zeros(len(inverse), dtype=torch.long)}, inverse
 
 
 def random_batch(rng: np.random.Generator, sizes=(1500, 900), channels=2, extent=12.0) -> dict[str, torch.Tensor]:

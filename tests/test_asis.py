@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.helpers import asis_hand_made_scan
 from voxseg.models.heads.asis import ASISHead, neighbour_max
 from voxseg.models.knn import knn
 from voxseg.models.losses.asis import DiscriminativeLoss
@@ -212,17 +213,10 @@ def test_semantic_awareness_and_fusion_switches(rng):
 
 def test_predict_clusters_things_votes_the_class_and_drops_small_instances():
     """Six voxels of one scan: 0, 1 and 3 close in embedding space, 2 far away, 4 and 5 stuff."""
-    from types import SimpleNamespace
-
     head = ASISHead(4, num_classes=3, thing_classes=[0, 1], min_instance_points=30)
-    points_per_voxel = torch.tensor([20, 20, 10, 20, 20, 20])
-    inverse = torch.repeat_interleave(torch.arange(6), points_per_voxel)
-    voxel_logits = torch.tensor([[4.0, 0, 0], [3.0, 0, 0], [2.0, 0, 0], [0, 3.0, 0], [0, 0, 5.0], [0, 0, 5.0]])
-    voxel_embedding = torch.tensor([[0.0, 0], [0.1, 0], [5.0, 5.0], [0.2, 0.1], [0.0, 0], [0.0, 0]])
-    outputs = {"logits": voxel_logits[inverse], "embedding": voxel_embedding[inverse],
-               "voxel_logits": voxel_logits, "voxel_embedding": voxel_embedding}
-    features = SimpleNamespace(voxel_batch=torch.zeros(6, dtype=torch.long), inverse=inverse)
-    pred = head.predict(outputs, features, {"batch": torch.zeros(len(inverse), dtype=torch.long)})
+    outputs, features, batch, inverse = asis_hand_made_scan()
+    voxel_logits = outputs["voxel_logits"]
+    pred = head.predict(outputs, features, batch)
     per_voxel = lambda key: [pred[key][inverse == v].unique().tolist() for v in range(6)]  # noqa: E731
     # voxels 0, 1, 3 form one instance of 60 points; class 0 has 40 of its points -> its class,
     # so voxel 3's points (class 1 on their own) take class 0. Voxel 2 is alone: 10 points < 30.

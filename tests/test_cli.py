@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.helpers import FINETUNE_CONFIG, PRETRAIN_CONFIG, ROOT, cli
-from voxseg.cli import parse_args_with_overrides
+from voxseg.cli import parse_args_with_overrides, training_parser
 
 PREPROCESS_CONFIG = ROOT / "configs" / "preprocess" / "default.yaml"
 
@@ -29,6 +29,15 @@ def test_overrides_are_taken_from_anywhere_on_the_line():
     assert args.overrides == ["a.b=1", "blocks.0.depth=7", "output_dir=y"]
     stray = parse_args_with_overrides(parser, ["--resume", "typo", "a=1"])
     assert stray.overrides == ["a=1", "typo"]  # load() refuses 'typo' as an override, naming it
+
+
+def test_the_training_tools_share_their_options():
+    parser = training_parser("doc")
+    args = parse_args_with_overrides(parser, ["a.b=1", "--config", "x.yaml", "--resume", "c=2"])
+    assert (args.config, args.resume, args.allow_config_change, args.overrides) == ("x.yaml", True, False,
+                                                                                     ["a.b=1", "c=2"])
+    with pytest.raises(SystemExit):  # --config is required
+        parse_args_with_overrides(parser, ["--resume"])
 
 
 @pytest.mark.parametrize("tool, args, message", [

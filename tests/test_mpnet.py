@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.helpers import ROOT, check_instance_predictions_reproduce_the_run
+from tests.helpers import ROOT, asis_hand_made_scan, check_instance_predictions_reproduce_the_run
 from voxseg.engine.optim import build_optimizer
 from voxseg.models.heads.asis import ASISHead
 from voxseg.models.heads.mpnet import MPNetHead, address, read_memory, semantic_memory
@@ -225,17 +225,12 @@ def test_no_centroid_estimator_and_bad_thing_classes():
 
 
 def test_predict_is_the_asis_mean_shift_step():
-    """The ASIS hand-made scan (tests/test_asis.py): voxels 0, 1, 3 one instance of class 0 (60
+    """The ASIS hand-made scan (tests.helpers.asis_hand_made_scan): voxels 0, 1, 3 one instance of class 0 (60
     points), voxel 2 alone and too small, voxels 4, 5 stuff."""
     head = MPNetHead(4, num_classes=3, thing_classes=[0, 1], min_instance_points=30)
-    points_per_voxel = torch.tensor([20, 20, 10, 20, 20, 20])
-    inverse = torch.repeat_interleave(torch.arange(6), points_per_voxel)
-    voxel_logits = torch.tensor([[4.0, 0, 0], [3.0, 0, 0], [2.0, 0, 0], [0, 3.0, 0], [0, 0, 5.0], [0, 0, 5.0]])
-    voxel_embedding = torch.tensor([[0.0, 0], [0.1, 0], [5.0, 5.0], [0.2, 0.1], [0.0, 0], [0.0, 0]])
-    outputs = {"logits": voxel_logits[inverse], "embedding": voxel_embedding[inverse],
-               "voxel_logits": voxel_logits, "voxel_embedding": voxel_embedding}
-    features = SimpleNamespace(voxel_batch=torch.zeros(6, dtype=torch.long), inverse=inverse)
-    pred = head.predict(outputs, features, {"batch": torch.zeros(len(inverse), dtype=torch.long)})
+    outputs, features, batch, inverse = asis_hand_made_scan()
+    voxel_logits = outputs["voxel_logits"]
+    pred = head.predict(outputs, features, batch)
     per_voxel = lambda key: [pred[key][inverse == v].unique().tolist() for v in range(6)]  # noqa: E731
     assert per_voxel("instance") == [[0], [0], [-1], [0], [-1], [-1]]
     assert per_voxel("segment") == [[0], [0], [0], [0], [2], [2]]

@@ -16,9 +16,7 @@ Writes to output_dir: config.yaml (fully resolved), label_subset.txt, checkpoint
 tb/ (TensorBoard), metrics.json.
 """
 
-import argparse
-
-from voxseg.cli import exit_on_interrupt, main_guard, parse_args_with_overrides
+from voxseg.cli import exit_on_interrupt, main_guard, parse_args_with_overrides, training_parser
 
 with exit_on_interrupt():
     from voxseg.engine import finetune
@@ -26,16 +24,11 @@ with exit_on_interrupt():
 
 @main_guard
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML config (may name _base_ files)")
-    parser.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last.pt")
-    parser.add_argument("--allow-config-change", action="store_true",
-                        help="resume even though the config differs from the run's (not the model)")
+    parser = training_parser(__doc__)
     parser.add_argument("--pretrained", metavar="PATH", help="load backbone weights from a checkpoint")
     parser.add_argument("--allow-partial-pretrained", action="store_true",
                         help="load the --pretrained tensors that match even when the backbone type, input channels, "
                              "features or some tensors differ")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.max_steps=50")
     args = parse_args_with_overrides(parser)
     cfg = finetune.resolve(args.config, args.overrides)
     finetune.run(cfg, resume=args.resume, pretrained=args.pretrained, allow_config_change=args.allow_config_change,

@@ -13,9 +13,7 @@ train.checkpoint_every steps, at the end and on Ctrl-C), checkpoints/encoder.pt 
 backbone, at the end), tb/ (TensorBoard: each loss term, prototype_entropy, queue_fill).
 """
 
-import argparse
-
-from voxseg.cli import exit_on_interrupt, main_guard, parse_args_with_overrides
+from voxseg.cli import exit_on_interrupt, main_guard, parse_args_with_overrides, training_parser
 
 with exit_on_interrupt():
     from voxseg.engine import pretrain
@@ -23,12 +21,7 @@ with exit_on_interrupt():
 
 @main_guard
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML config (may name _base_ files)")
-    parser.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last.pt")
-    parser.add_argument("--allow-config-change", action="store_true",
-                        help="resume even though the config differs from the run's (not the model)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.max_steps=50")
+    parser = training_parser(__doc__)
     args = parse_args_with_overrides(parser)
     cfg = pretrain.resolve(args.config, args.overrides)
     pretrain.run(cfg, resume=args.resume, allow_config_change=args.allow_config_change)

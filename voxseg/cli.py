@@ -54,6 +54,19 @@ def main_guard(main: Callable[[], int | None]) -> Callable[[], None]:
     return wrapper
 
 
+def training_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every training tool (tools/pretrain.py, tools/finetune.py) shares: --config,
+    --resume, --allow-config-change and the positional dotted overrides (parse_args_with_overrides);
+    a tool adds its own before parsing."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML config (may name _base_ files)")
+    parser.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoints/last.pt")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="resume even though the config differs from the run's (not the model)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.max_steps=50")
+    return parser
+
+
 def parse_args_with_overrides(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line of a tool whose positional `overrides` takes dotted `key=value`
     config overrides, which may stand anywhere: before, between or after the options, even right
