@@ -1084,11 +1084,12 @@ def study_pair(settings: dict, source: str) -> dict[str, dict[float, list[int]]]
     return {row: {TARGET_FRACTION: cells[row][TARGET_FRACTION]} for row in (SCRATCH, ISCC)}
 
 
-def study_row(settings: dict, code: dict, runs: list[dict], source: str) -> str:
-    """One row of the studies table: a record's pretraining, scratch and ISCC at the target
-    fraction (1%) over the same seeds, the paired difference with its interval, every seed's
-    difference, the commit and the record's path (study_pair: the cells compared)."""
-    fraction, pair = TARGET_FRACTION, study_pair(settings, source)
+def study_row(settings: dict, code: dict, runs: list[dict], pair: dict[str, dict[float, list[int]]],
+              source: str) -> str:
+    """One row of the studies table: a record's pretraining, scratch and ISCC in `pair` (study_pair:
+    the cells compared, at the target fraction) over the same seeds, the paired difference with its
+    interval, every seed's difference, the commit and the record's path."""
+    fraction = TARGET_FRACTION
     table = summarize({(r["row"], r["fraction"], r["seed"]): r["miou"] for r in runs}, pair)["table"]
     scratch, iscc = (table[row][frac_key(fraction)] for row in (SCRATCH, ISCC))
     means = ["-" if cell["mean"] is None else f"{cell['mean']:.1f} (n={cell['n']})" for cell in (scratch, iscc)]
@@ -1106,9 +1107,9 @@ def render_studies(records: list[tuple[str, dict]]) -> list[str]:
     rows, by_class = [], []
     for source, record in records:
         try:
-            rows.append(study_row(record["settings"], record["code"], record["runs"], source))
-            differences = class_differences(record["runs"], study_pair(record["settings"], source),
-                                            TARGET_FRACTION)[1]
+            pair = study_pair(record["settings"], source)
+            rows.append(study_row(record["settings"], record["code"], record["runs"], pair, source))
+            differences = class_differences(record["runs"], pair, TARGET_FRACTION)[1]
         except (KeyError, TypeError, ValueError) as exc:
             raise BenchError(f"{source}: not a label-efficiency record ({type(exc).__name__}: {exc})") from exc
         by_class.append((describe_pretraining(record["settings"]), differences.get(ISCC, {}), source))
