@@ -82,10 +82,12 @@ Printed: the plan (runs, steps, a time estimate), the elapsed time, then the tab
 one row per method, one column per label fraction, each cell the mIoU (%) averaged over its n
 seeds and, in parentheses, the mean over those seeds of the difference to "No Pre-training" with
 its paired 95% confidence interval (t distribution, n - 1 degrees of freedom; undefined for one
-seed); then every seed's mIoU. The LAST line is the target check at 1% labels (or the smallest
-fraction run): ISCC - scratch >= +5 mIoU averaged over >= 5 seeds, with the confidence interval
-above 0. OUT/summary.json (and the record, where one is written) holds the settings, the code,
-the machine, every run's mIoU, the table and the verdict.
+seed); then every seed's mIoU. The last three lines check issue 20's targets: ISCC ahead of
+scratch at every fraction; the full method at least matching every ablation row at 1% (paired
+over the row's seeds); and LAST the target at 1% labels (or the smallest fraction run): ISCC -
+scratch >= +5 mIoU averaged over >= 5 seeds, with the confidence interval above 0.
+OUT/summary.json (and the record, where one is written) holds the settings, the code, the
+machine, every run's mIoU, the table and the three targets' checks.
 """
 
 from __future__ import annotations
@@ -825,8 +827,9 @@ def summarize(miou: dict[tuple[str, float, int], float], cells: dict[str, dict[f
     """The table (percent): per row and fraction the per-seed values and, once every planned seed
     finished, their mean, and against scratch the mean of the per-seed differences with its paired
     95% interval (paired_interval); a cell lacking a seed has mean, delta and ci None (never a
-    mean over fewer seeds). Then the target check at 1% (or the smallest fraction): ISCC against
-    scratch."""
+    mean over fewer seeds). Then issue 20's three targets: ISCC against scratch at 1% (or the
+    smallest fraction; `target`), at every fraction (ahead_check) and against every ablation row
+    (ablation_check)."""
     table: dict[str, dict[str, dict]] = {}
     for row, by_fraction in cells.items():
         table[row] = {}
@@ -852,7 +855,38 @@ def summarize(miou: dict[tuple[str, float, int], float], cells: dict[str, dict[f
         target.update(seeds=cell["n"], mean_delta=cell["delta"], ci=cell["ci"])
         target["met"] = bool(cell["delta"] >= TARGET_DELTA and cell["n"] >= TARGET_SEEDS
                              and cell["ci"] is not None and cell["ci"][0] > 0)
-    return {"table": table, "target": target}
+    return {"table": table, "target": target, "ahead": ahead_check(table, cells),
+            "ablations": ablation_check(table, cells, fraction)}
+
+
+def ahead_check(table: dict, cells: dict[str, dict[float, list[int]]]) -> dict:
+    """The target "ISCC is ahead of scratch at every fraction" (the slides: +6.2 / +5.0 / +1.3 /
+    +1.8): ISCC's mean paired difference to scratch at each fraction it runs (None until every seed
+    of both rows finished there); met when every one is above 0, None until all are measured."""
+    deltas = {frac_key(f): table[ISCC][frac_key(f)]["delta"] for f in sorted(cells.get(ISCC, {}))}
+    met = (None if not deltas or None in deltas.values()
+           else all(delta > 0 for delta in deltas.values()))
+    return {"deltas": deltas, "met": met}
+
+
+def ablation_check(table: dict, cells: dict[str, dict[float, list[int]]], fraction: float) -> dict:
+    """The target "the full method at least matches every ablation row at 1%" (the slides'
+    ordering: each part adds): for each ablation row at `fraction`, the mean over that row's seeds
+    of ISCC's run minus the row's run of the same seed (same labelled scans and batch order), with
+    its paired interval (paired_interval); None until both runs of every seed finished. Met when
+    every mean is >= 0, None until every row is measured or where no ablation row runs there."""
+    full = table.get(ISCC, {}).get(frac_key(fraction), {"seeds": {}})["seeds"]
+    rows: dict[str, dict] = {}
+    for row, by_fraction in cells.items():
+        if row in (SCRATCH, ISCC) or fraction not in by_fraction:
+            continue
+        mine, seeds = table[row][frac_key(fraction)]["seeds"], by_fraction[fraction]
+        differences = [full[str(seed)] - mine[str(seed)] for seed in seeds if str(seed) in full and str(seed) in mine]
+        delta, ci = paired_interval(differences) if len(differences) == len(seeds) else (None, None)
+        rows[row] = {"n": len(seeds), "delta": delta, "ci": ci}
+    met = (None if not rows or any(cell["delta"] is None for cell in rows.values())
+           else all(cell["delta"] >= 0 for cell in rows.values()))
+    return {"fraction": fraction, "rows": rows, "met": met}
 
 
 def class_differences(runs: list[dict], cells: dict[str, dict[float, list[int]]],
@@ -941,6 +975,45 @@ def verdict(target: dict) -> str:
     return line + "NOT met: " + ", ".join(why)
 
 
+def ahead_verdict(ahead: dict) -> str:
+    """The line of the target "ahead at every fraction" (ahead_check): each fraction's ISCC -
+    scratch, met or not and why."""
+    deltas, goal = ahead["deltas"], "target (ahead at every fraction) "
+    if not deltas:
+        return "ISCC - scratch at every fraction run: no ISCC row: " + goal + "not checked"
+    measured = ", ".join(f"{key}% {'-' if delta is None else f'{delta:+.1f}'}" for key, delta in deltas.items())
+    line = f"ISCC - scratch at every fraction run: {measured}: " + goal
+    if ahead["met"] is None:
+        return line + f"not checked: {', '.join(f'{key}%' for key, delta in deltas.items() if delta is None)} " \
+                      "not measured"
+    behind = [f"{key}%" for key, delta in deltas.items() if delta <= 0]
+    return line + ("met" if ahead["met"] else f"NOT met: not ahead at {', '.join(behind)}")
+
+
+def ablation_verdict(ablations: dict) -> str:
+    """The line of the target "the full method at least matches every ablation row"
+    (ablation_check): ISCC minus each ablation row with its interval, met or not and why."""
+    rows, f = ablations["rows"], frac_key(ablations["fraction"])
+    head = f"{ROWS[ISCC].name} - each ablation row at {f}% (paired over the row's seeds): "
+    goal = "target (the full method at least matches every ablation row) "
+    if not rows:
+        return head + "no ablation row: " + goal + "not checked"
+    parts = [f"{ROWS[row].name} " + ("-" if cell["delta"] is None else f"{format_delta(cell)} (n={cell['n']})")
+             for row, cell in rows.items()]
+    line = head + ", ".join(parts) + ": " + goal
+    if ablations["met"] is None:
+        missing = [ROWS[row].name for row, cell in rows.items() if cell["delta"] is None]
+        return line + f"not checked: {', '.join(missing)} not measured"
+    below = [ROWS[row].name for row, cell in rows.items() if cell["delta"] < 0]
+    return line + ("met" if ablations["met"] else f"NOT met: below {', '.join(below)}")
+
+
+def verdicts(summary: dict) -> list[str]:
+    """Issue 20's three targets, a line each: every fraction (ahead_verdict), every ablation row
+    (ablation_verdict), and last the headline, ISCC - scratch at 1% (verdict)."""
+    return [ahead_verdict(summary["ahead"]), ablation_verdict(summary["ablations"]), verdict(summary["target"])]
+
+
 def format_table(summary: dict, cells: dict[str, dict[float, list[int]]], runs: list[dict] | None = None) -> list[str]:
     """The printed table (a cell per row and fraction: format_cell), then every seed's mIoU and
     its difference to scratch, blank where a row does not run; then, where the runs kept them,
@@ -1011,7 +1084,7 @@ def render_markdown(record: dict, source: str = "benchmarks/results/label_effici
     """The results page's table from a record (lines, no indentation): the cells recomputed from its
     runs (summarize), a 'closest public method' column, every seed, each row's difference to
     scratch per class at the target fraction where the runs kept it (class_differences), the
-    verdict and where and with which code it was measured."""
+    verdicts (verdicts) and where and with which code it was measured."""
     settings, code, machine = record["settings"], record["code"], record["machine"]
     cells = cells_from_json(settings["cells"])
     miou = {(r["row"], r["fraction"], r["seed"]): r["miou"] for r in record["runs"]}
@@ -1055,7 +1128,9 @@ def render_markdown(record: dict, source: str = "benchmarks/results/label_effici
         lines += ["", f"**In progress**: {len(record['runs'])} of "
                   f"{sum(len(seeds) for by_fraction in cells.values() for seeds in by_fraction.values())} fine-tunes "
                   "measured so far; the same command at the same commit continues it from this record."]
-    lines += ["", verdict(summary["target"]), "",
+    for line in verdicts(summary):
+        lines += ["", line]
+    lines += ["",
               f"Measured at {commit} (code hash `{code['code_hash'][:12]}`{', dirty' if code['dirty'] else ''}): "
               f"pretraining {describe_pretraining(settings)}, fine-tuning {settings['finetune_steps']} steps "
               f"(batch 1), voxel {settings['voxel_size']:g} m, training sequences "
@@ -1285,7 +1360,7 @@ def summary_document(s: Settings, jobs: list[Job], status: dict[str, str], miou:
                      machine: dict, parallel: int, val_scans: int, elapsed: float,
                      class_iou: dict | None = None) -> dict:
     """OUT/summary.json and the record: the settings, the code, the machine, every run, the table
-    and the verdict, whether every planned fine-tune is measured, the jobs' status and the
+    and the targets, whether every planned fine-tune is measured, the jobs' status and the
     elapsed time."""
     summary = summarize(miou, s.cells)
     summary.update(
@@ -1395,7 +1470,8 @@ def main(argv: list[str] | None = None) -> int:
           f"No Pre-training [paired {100 * CI_LEVEL:g}% interval]); summary: {s.out / 'summary.json'}")
     for line in format_table(summary, s.cells, summary["runs"]):
         print(line)
-    print(verdict(summary["target"]), flush=True)
+    for line in verdicts(summary):
+        print(line, flush=True)
     return 1 if failed else 0
 
 

@@ -124,6 +124,69 @@ def test_target_not_met_names_every_reason():
                                   "seed finished): target (>= +5.0 mean over >= 5 seeds, 95% CI above 0) not checked")
 
 
+def three_fractions(deltas: dict[float, list[float]], ablations: dict[str, list[float]] | None = None) -> dict:
+    """scratch 25% at 1%, 2% and 10%, seeds 0 and 1; ISCC 25% + its deltas per fraction (percent,
+    multiples of 6.25: exact); each ablation row at 1% 25% + its deltas; a None delta: not run yet."""
+    ablations = ablations or {}
+    miou = {("scratch", f, seed): 0.25 for f in deltas for seed in (0, 1)}
+    for row, by_fraction in [("iscc", deltas), *((row, {1.0: d}) for row, d in ablations.items())]:
+        miou.update({(row, f, seed): 0.25 + d / 100 for f, ds in by_fraction.items()
+                     for seed, d in enumerate(ds) if d is not None})
+    plan = {"scratch": {f: [0, 1] for f in deltas}, "iscc": {f: [0, 1] for f in deltas},
+            **{row: {1: [0, 1]} for row in ablations}}
+    return le.summarize(miou, cells(plan))
+
+
+def test_ahead_at_every_fraction_met_not_met_and_not_checked():
+    summary = three_fractions({1.0: [6.25, 12.5], 2.0: [6.25, 0.0], 10.0: [0.0, 6.25]})
+    assert summary["ahead"] == {"deltas": {"1": 9.375, "2": 3.125, "10": 3.125}, "met": True}
+    assert le.ahead_verdict(summary["ahead"]) == ("ISCC - scratch at every fraction run: 1% +9.4, 2% +3.1, 10% +3.1: "
+                                                  "target (ahead at every fraction) met")
+    # level is not ahead: a mean of exactly 0 at 10% fails, as does a loss at 2%
+    summary = three_fractions({1.0: [6.25, 12.5], 2.0: [-6.25, 0.0], 10.0: [6.25, -6.25]})
+    assert summary["ahead"]["met"] is False
+    assert le.ahead_verdict(summary["ahead"]).endswith("1% +9.4, 2% -3.1, 10% +0.0: target (ahead at every "
+                                                       "fraction) NOT met: not ahead at 2%, 10%")
+    # a fraction with a seed missing is not judged on fewer seeds
+    summary = three_fractions({1.0: [6.25, 12.5], 2.0: [6.25, None], 10.0: [-6.25, -6.25]})
+    assert summary["ahead"] == {"deltas": {"1": 9.375, "2": None, "10": -6.25}, "met": None}
+    assert le.ahead_verdict(summary["ahead"]).endswith("2% -, 10% -6.2: target (ahead at every fraction) not "
+                                                       "checked: 2% not measured")
+    no_iscc = le.summarize({("scratch", 1.0, 0): 0.25}, cells({"scratch": {1: [0]}}))
+    assert le.ahead_verdict(no_iscc["ahead"]) == ("ISCC - scratch at every fraction run: no ISCC row: target (ahead at "
+                                                  "every fraction) not checked")
+
+
+def test_full_method_against_every_ablation_row_paired_by_seed():
+    # ISCC +12.5 / +6.25 over scratch at 1%; local-only +6.25 / +6.25 (ISCC - local: 6.25, 0: mean 3.125,
+    # sd 6.25 / sqrt(2), half-width t_{0.975,1} * 3.125); occ-only(2) +12.5 / +6.25 (ISCC - occ2: 0, 0)
+    summary = three_fractions({1.0: [12.5, 6.25]}, {"local": [6.25, 6.25], "occ2": [12.5, 6.25]})
+    local, occ2 = summary["ablations"]["rows"]["local"], summary["ablations"]["rows"]["occ2"]
+    assert (local["n"], local["delta"], occ2["delta"], occ2["ci"]) == (2, 3.125, 0.0, [0.0, 0.0])
+    assert local["ci"] == pytest.approx([3.125 - 12.706204736174698 * 3.125, 3.125 + 12.706204736174698 * 3.125])
+    assert summary["ablations"]["met"] is True and summary["ablations"]["fraction"] == 1.0
+    assert le.ablation_verdict(summary["ablations"]) == (
+        "Ours (ISCC) - each ablation row at 1% (paired over the row's seeds): local-only +3.1 [-36.6, +42.8] (n=2), "
+        "occ-only(2) +0.0 [+0.0, +0.0] (n=2): target (the full method at least matches every ablation row) met")
+    # a row ahead of the full method on average fails it, named
+    summary = three_fractions({1.0: [12.5, 6.25]}, {"local": [18.75, 6.25], "global": [0.0, 0.0]})
+    assert summary["ablations"]["rows"]["local"]["delta"] == -3.125 and summary["ablations"]["met"] is False
+    assert le.ablation_verdict(summary["ablations"]).endswith("NOT met: below local-only")
+    # a row with a seed missing: not checked, and named
+    summary = three_fractions({1.0: [12.5, 6.25]}, {"local": [0.0, None], "global": [0.0, 0.0]})
+    assert summary["ablations"]["rows"]["local"] == {"n": 2, "delta": None, "ci": None}
+    assert summary["ablations"]["met"] is None
+    assert le.ablation_verdict(summary["ablations"]).endswith(
+        "local-only -, global-only +9.4 [-30.3, +49.1] (n=2): target (the full method at least matches every "
+        "ablation row) not checked: local-only not measured")
+    # no ablation row planned: nothing to check
+    summary = three_fractions({1.0: [12.5, 6.25]})
+    assert summary["ablations"] == {"fraction": 1.0, "rows": {}, "met": None}
+    assert le.ablation_verdict(summary["ablations"]) == (
+        "Ours (ISCC) - each ablation row at 1% (paired over the row's seeds): no ablation row: target (the full "
+        "method at least matches every ablation row) not checked")
+
+
 # ------------------------------------------------------------------------------------------ the plan
 def test_plan_scratch_independent_pretrained_after_encoder_identical_settings(tmp_path):
     s = settings(tmp_path)
@@ -706,6 +769,10 @@ mIoU (%) on held-out sequence 04 (40 scans), the mean over n seeds; in parenthes
 | Ours (ISCC) | 0: 31.2, 1: 50.0 | 0: - |
 | occ-only(2) | 0: 31.2 |  |
 
+ISCC - scratch at every fraction run: 1% +3.1, 10% -: target (ahead at every fraction) not checked: 10% not measured
+
+Ours (ISCC) - each ablation row at 1% (paired over the row's seeds): occ-only(2) +0.0 [n/a] (n=1): target (the full method at least matches every ablation row) met
+
 At 1% labels, ISCC - scratch = +3.12 mIoU (mean of 2 seeds, 95% CI [-36.58, +42.83]): target (>= +5.0 mean over >= 5 seeds, 95% CI above 0) NOT met: mean below +5.0, 2 seeds, fewer than 5, CI not above 0
 
 Measured at commit `439dd03` (code hash `c0dec0dec0de`): pretraining 500 steps, fine-tuning 250 steps (batch 1), voxel 0.2 m, training sequences 00 01 02 03; Linux-6.8-x86_64-with-glibc2.39, 2 CPUs, Python 3.12.3, torch 2.11.0, MinkowskiEngine 0.5.4, device cpu; the invocation that wrote this record took 98 min (it reuses finished runs)."""  # noqa: E501  (the generated page, verbatim)
@@ -914,8 +981,12 @@ def test_main_prints_the_verdict_last_and_writes_the_record(tmp_path, monkeypatc
         [(row, seed, 0.25 if row == "scratch" else 0.3125, CODE["code_hash"]) for row in ("scratch", "iscc")
          for seed in range(5)]
     assert written["runs"][0]["iou_per_class"] == {"car": 0.25, "road": 0.5}  # kept from metrics.json
-    assert [line.split() for line in printed[-3:-1]] == [["method", "car", "road"],
+    assert [line.split() for line in printed[-5:-3]] == [["method", "car", "road"],
                                                          ["Ours", "(ISCC)", "+25.0", "-25.0"]]
+    # before the headline, the other two targets: every fraction (1% only here), no ablation row planned
+    assert printed[-3:-1] == ["ISCC - scratch at every fraction run: 1% +6.2: target (ahead at every fraction) met",
+                              "Ours (ISCC) - each ablation row at 1% (paired over the row's seeds): no ablation row: "
+                              "target (the full method at least matches every ablation row) not checked"]
     assert (written["code"], written["machine"]["cpus"], written["settings"]["val_scans"]) == (CODE, 2, 3)
     # rerun: everything reused; from dirty code nothing is reused and no record is written
     assert le.main(argv) == 0
@@ -964,7 +1035,7 @@ def test_a_protocol_continues_from_its_record_where_the_run_folders_are_gone(tmp
     assert le.main(argv) == 0
     printed = capsys.readouterr().out.splitlines()
     assert f"{len(done)} fine-tunes carried over from {record} (same settings, same code)" in printed
-    assert printed[-2].split() == ["Ours", "(ISCC)", "+25.0", "-25.0"]  # the carried runs' IoU per class too
+    assert printed[-4].split() == ["Ours", "(ISCC)", "+25.0", "-25.0"]  # the carried runs' IoU per class too
     every = [f"{row}/1pct_seed{seed}" for row in ("scratch", "iscc") for seed in range(5)]
     assert launched == ["pretrain_iscc"] + [name for name in every if name not in done]
     final = json.loads(record.read_text())
