@@ -125,8 +125,9 @@ def test_target_not_met_names_every_reason():
 
 
 def three_fractions(deltas: dict[float, list[float]], ablations: dict[str, list[float]] | None = None) -> dict:
-    """scratch 25% at 1%, 2% and 10%, seeds 0 and 1; ISCC 25% + its deltas per fraction (percent,
-    multiples of 6.25: exact); each ablation row at 1% 25% + its deltas; a None delta: not run yet."""
+    """scratch 25% at each fraction of `deltas`, seeds 0 and 1; ISCC 25% + its deltas per fraction
+    (percent, multiples of 6.25: exact); each ablation row at 1% 25% + its deltas; a None delta:
+    not run yet."""
     ablations = ablations or {}
     miou = {("scratch", f, seed): 0.25 for f in deltas for seed in (0, 1)}
     for row, by_fraction in [("iscc", deltas), *((row, {1.0: d}) for row, d in ablations.items())]:
