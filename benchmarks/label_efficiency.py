@@ -44,7 +44,8 @@ its record written to benchmarks/results/label_efficiency_studies/ (--record PAT
 also rewrites the studies table there: the recorded protocol, then each study.
 
 Every run is a subprocess of the real tool (tools/preprocess.py, tools/pretrain.py,
-tools/finetune.py) with train.threads=1 and its output in its own folder: OUT/pretrain_ROW and
+tools/finetune.py), importing this checkout's voxseg (PYTHONPATH, even under a venv made in
+another checkout), with train.threads=1 and its output in its own folder: OUT/pretrain_ROW and
 OUT/ROW/<fraction>pct_seed<seed> (its tool's log in bench.log). --jobs of them run at a time (2:
 one per core): scratch fine-tunes run while the first pretraining runs, pretrained ones wait
 for their encoder, and rows complete one after another (plan). Each run folder records the code
@@ -469,7 +470,10 @@ def start_process(job: Job) -> subprocess.Popen:
     """The job's tool in its own session (a terminal's Ctrl-C reaches the benchmark alone, which
     stops its runs with one SIGTERM each: they checkpoint and exit), its output in bench.log and
     its code identity in code.json. Refused if the code changed since the benchmark started:
-    the runs of one benchmark come from one code."""
+    the runs of one benchmark come from one code. ROOT leads the tool's PYTHONPATH, so that it
+    imports the voxseg that code.json describes: a tool's own folder leads its sys.path, not ROOT,
+    and a venv's editable install points at the checkout that made the venv, which for a frozen
+    worktree is another one."""
     now = code_hash()
     if now != job.code["code_hash"]:
         raise BenchError(f"the code changed since the benchmark started ({job.code['code_hash'][:12]}, now "
@@ -481,7 +485,13 @@ def start_process(job: Job) -> subprocess.Popen:
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
         return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env=child_environment())
+
+
+def child_environment() -> dict[str, str]:
+    """This process's environment with ROOT first on PYTHONPATH and unbuffered output."""
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else ""), "PYTHONUNBUFFERED": "1"}
 
 
 def tail(path: Path, lines: int = 12) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -601,7 +602,7 @@ def test_stale_runs_are_set_aside_and_rerun_reused_ones_untouched(tmp_path):
     assert json.loads((stale / "0123456789ab" / "scratch" / "1pct_seed0" / "metrics.json").read_text())["miou"] == 0.375
 
 
-def test_a_launch_after_the_code_changed_fails_and_a_launch_records_the_code(tmp_path):
+def test_a_launch_after_the_code_changed_fails_and_a_launch_records_the_code(tmp_path, monkeypatch):
     s = settings(tmp_path, fractions=[1.0], seeds=[0], code={"code_hash": "0" * 64, "commit": None, "dirty": None})
     groups_done(s.data, s.train_sequences)
     jobs = le.plan(s)
@@ -614,11 +615,17 @@ def test_a_launch_after_the_code_changed_fails_and_a_launch_records_the_code(tmp
                                          f"(000000000000, now {now}): rerun the benchmark, which reruns what other "
                                          "code made")
     assert not (s.out / "pretrain_iscc").exists() and not (s.out / "scratch").exists()  # nothing written
-    # with this code: code.json holds the identity, then the tool runs (here a no-op)
-    job = le.Job("noop", "finetune", [sys.executable, "-c", "pass"], tmp_path / "noop", code_identity())
+    # with this code: code.json holds the identity, then the tool runs, a script outside ROOT (as
+    # tools/ is: its own folder leads sys.path) that imports ROOT's voxseg through PYTHONPATH
+    probe = tmp_path / "probe.py"
+    probe.write_text("import os\nimport voxseg\nprint(os.environ['PYTHONPATH'], voxseg.__file__)\n")
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    job = le.Job("probe", "finetune", [sys.executable, str(probe)], tmp_path / "probe", code_identity())
     assert le.start_process(job).wait() == 0
     assert json.loads((job.run_dir / "code.json").read_text()) == job.code
-    assert (job.run_dir / "bench.log").read_text() == f"$ {sys.executable} -c pass\n"
+    imported = ROOT / "voxseg" / "__init__.py"
+    assert (job.run_dir / "bench.log").read_text() == (f"$ {sys.executable} {probe}\n"
+                                                       f"{ROOT}{os.pathsep}/elsewhere {imported}\n")
 
 
 # ------------------------------------------------------------------------------- reproducibility
