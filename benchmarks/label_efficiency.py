@@ -1132,7 +1132,8 @@ def render_markdown(record: dict, source: str = "benchmarks/results/label_effici
     gpu = f" ({machine['gpu']})" if machine.get("gpu") else ""
     cpus = sorted({str(r.get("cpu")) for r in record["runs"]})
     if len(cpus) > 1:
-        lines += ["", f"The runs come from {len(cpus)} kinds of CPU ({'; '.join(cpus)}; None: not recorded): a run "
+        legend = "; None: not recorded" if "None" in cpus else ""
+        lines += ["", f"The runs come from {len(cpus)} kinds of CPU ({'; '.join(cpus)}{legend}): a run "
                   "repeats bit for bit only on its kind, so a cell's seeds may mix machines."]
     if not record.get("complete", True):
         lines += ["", f"**In progress**: {len(record['runs'])} of "
